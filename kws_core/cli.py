@@ -1,0 +1,151 @@
+"""`kws` command line: one verb per pipeline step, tutorial flag names as overrides.
+
+kws synth-dataset [--speakers=20]      generate the synthetic Speech Commands set
+kws dataset                            prepare data_dir from data_url (any source)
+kws manifest                           build the partition manifest (Parquet)
+kws validate                           run the Great Expectations suite on it
+kws run-all                            all of the above, with a summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from kws_core.config import LEAF_KEYS, Params, load_params
+from kws_core.errors import KwsError
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    common.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common.add_argument("-v", "--verbose", action="store_true", help="log details")
+    parser = argparse.ArgumentParser(
+        prog="kws",
+        description="Keyword spotting pipeline. Any params.yaml key can be overridden with "
+        "--key=value using the tutorial's flag names, e.g. --wanted_words=yes,no.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    epilog = "Overrides: " + ", ".join(f"--{k}" for k in LEAF_KEYS if "." not in k)
+    verbs = {
+        "synth-dataset": "generate the synthetic Speech Commands data set (espeak-ng speakers)",
+        "dataset": "prepare data_dir from data_url (synthetic, URL of a .tar.gz, or '' = as is)",
+        "manifest": "scan the clips and write the partition manifest, rejected table and summary",
+        "validate": "run the Great Expectations suite on the manifest (exit 1 if it fails)",
+        "run-all": "dataset, manifest and validation end to end, then a summary",
+    }
+    for name, help_ in verbs.items():
+        p = sub.add_parser(name, help=help_, description=help_, epilog=epilog, parents=[common])
+        if name == "synth-dataset":
+            p.add_argument("--output_dir", help="write here instead of data_dir")
+    return parser
+
+
+def _load(args: argparse.Namespace, overrides: list[str]) -> Params:
+    bad = [o for o in overrides if not o.startswith("--")]
+    if bad:
+        raise KwsError(f"unexpected argument {bad[0]!r}; overrides look like --key=value")
+    return load_params(args.params, overrides)
+
+
+def cmd_synth_dataset(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.raw_dataset import make_synthetic
+
+    out = Path(args.output_dir) if args.output_dir else params.resolve(params.data.data_dir)
+    t0 = time.perf_counter()
+    raw = make_synthetic(params, out, progress=not args.no_progress)
+    verb = "reused" if raw.reused else "generated"
+    print(f"{verb} {raw.n_files} clips in {raw.data_dir} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_dataset(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.steps import dataset_step
+
+    raw = dataset_step(params, progress=not args.no_progress)
+    verb = "reused" if raw.reused else "prepared"
+    print(f"{verb} {raw.source} data set: {raw.n_files} clips in {raw.data_dir}")
+    return 0
+
+
+def cmd_manifest(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.steps import format_counts, format_rejected, manifest_step
+
+    out = manifest_step(params, progress=not args.no_progress)
+    print(format_counts(out.result.manifest))
+    print("\n".join(format_rejected(out.result.rejected)))
+    if out.result.used_lists:
+        print(
+            f"shipped partition lists used; {len(out.result.disagreements)} disagree with which_set"
+        )
+    print(f"manifest: {out.paths['manifest']}")
+    return 0
+
+
+def cmd_validate(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.steps import validate_step
+
+    report = validate_step(params)
+    print("\n".join(report.summary_lines()))
+    print(f"validation result: {report.result_path}\ndata docs: {report.docs_path / 'index.html'}")
+    return 0 if report.success else 1
+
+
+def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.steps import format_counts, format_rejected, manifest_step, validate_step
+
+    t0 = time.perf_counter()
+    progress = not args.no_progress
+    out = manifest_step(params, progress=progress)
+    report = validate_step(params, out.result.manifest)
+    res = out.result
+    print("\n== kws run-all summary ==")
+    print(f"data set: {params.resolve(params.data.data_dir)} (data_url: {params.data.data_url!r})")
+    print("clips per label and partition:")
+    print(format_counts(res.manifest))
+    print("\n".join(format_rejected(res.rejected)))
+    print("\n".join(report.summary_lines()))
+    print("outputs:")
+    for key in ("manifest", "rejected_csv", "summary"):
+        print(f"  {key:<13} {out.paths[key]}")
+    print(f"  {'validation':<13} {report.result_path}")
+    print(f"  {'data docs':<13} {report.docs_path / 'index.html'}")
+    print(f"done in {time.perf_counter() - t0:.1f} s")
+    return 0 if report.success else 1
+
+
+COMMANDS = {
+    "synth-dataset": cmd_synth_dataset,
+    "dataset": cmd_dataset,
+    "manifest": cmd_manifest,
+    "validate": cmd_validate,
+    "run-all": cmd_run_all,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args, overrides = _parser().parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        params = _load(args, overrides)
+        return COMMANDS[args.command](params, args)
+    except KwsError as e:
+        print(f"kws {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kws {args.command}: interrupted; outputs are left as they were", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""Typed configuration: `params.yaml` loaded once into `Params`, overridable by tutorial flags.
+
+Every leaf key has a unique name across sections, so `--wanted_words=yes,no` works exactly as in
+TensorFlow's `train.py`; nested keys can also be given dotted (`--data.synthetic.speakers=20`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from kws_core.errors import ConfigError
+
+SILENCE_LABEL = "_silence_"
+UNKNOWN_LABEL = "_unknown_"
+BACKGROUND_NOISE_DIR = "_background_noise_"
+DEFAULT_WANTED_WORDS = "yes,no,up,down,left,right,on,off,stop,go"
+SPEECH_COMMANDS_WORDS = (
+    "yes no up down left right on off stop go zero one two three four five six seven eight nine "
+    "bed bird cat dog happy house marvin sheila tree wow backward forward follow learn visual"
+).split()
+
+Percentage = float
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _split_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value]
+    raise ValueError("expected a comma-separated string or a list")
+
+
+class SyntheticConfig(_Section):
+    """The embedded default data set: espeak-ng speakers in the Speech Commands layout."""
+
+    speakers: int = Field(250, ge=1, description="synthetic speakers (each says every word)")
+    utterances_per_speaker: int = Field(1, ge=1, description="repetitions of each word per speaker")
+    synthetic_words: str = Field(" ".join(SPEECH_COMMANDS_WORDS), description="words to say")
+    synthetic_seed: int = Field(0, description="seed of the synthetic set (same seed, same bytes)")
+    noise_duration_s: float = Field(60.0, ge=1.0, description="length of each background file")
+    synthetic_workers: int = Field(2, ge=1, description="synthesis processes")
+
+    @property
+    def word_list(self) -> list[str]:
+        return self.synthetic_words.replace(",", " ").split()
+
+
+class DataConfig(_Section):
+    data_url: str = Field(
+        "synthetic",
+        description='"synthetic" (generate offline), an http(s)/file URL of a .tar.gz, or "" to '
+        "use data_dir as it is",
+    )
+    data_sha256: str = Field("", description="optional sha256 of the data_url archive")
+    data_dir: str = Field("data/speech_commands", description="where the clips live")
+    wanted_words: str = Field(DEFAULT_WANTED_WORDS, description="comma list of words to spot")
+    silence_percentage: Percentage = Field(
+        10.0, ge=0, le=100, description="silence rows, % of words"
+    )
+    unknown_percentage: Percentage = Field(
+        10.0, ge=0, le=100, description="unknown rows, % of words"
+    )
+    validation_percentage: Percentage = Field(10.0, ge=0, le=100, description="validation share, %")
+    testing_percentage: Percentage = Field(10.0, ge=0, le=100, description="testing share, %")
+    sample_rate: int = Field(16000, gt=0, description="expected sample rate (Hz)")
+    clip_duration_ms: int = Field(1000, gt=0, description="expected clip length (ms)")
+    manifest_dir: str = Field("results/manifest", description="manifest, rejected table, reports")
+    duration_tolerance_ms: float = Field(
+        50.0, ge=0, description="clips within this of clip_duration_ms count as full length"
+    )
+    duration_mostly: float = Field(
+        0.9, ge=0, le=1, description="share of clips that must be full length (real sets pad)"
+    )
+    partition_tolerance: Percentage = Field(
+        3.0, ge=0, le=100, description="allowed gap (points) between partition shares and targets"
+    )
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("wanted_words", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `yes` / `no` as a boolean; the user meant the word.
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, list):
+            return ",".join(("yes" if x else "no") if isinstance(x, bool) else str(x) for x in v)
+        return v
+
+    @field_validator("wanted_words")
+    @classmethod
+    def _words_nonempty(cls, v: str) -> str:
+        words = _split_list(v)
+        if not words:
+            raise ValueError("needs at least one word")
+        bad = [w for w in words if w.startswith("_") or "/" in w]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a word folder name")
+        if len(set(words)) != len(words):
+            raise ValueError("lists a word twice")
+        return v
+
+    @model_validator(mode="after")
+    def _shares(self) -> DataConfig:
+        if self.validation_percentage + self.testing_percentage > 100:
+            raise ValueError(
+                "validation_percentage + testing_percentage is over 100 "
+                f"({self.validation_percentage} + {self.testing_percentage})"
+            )
+        return self
+
+    @property
+    def wanted_word_list(self) -> list[str]:
+        return _split_list(self.wanted_words)
+
+
+class FeaturesConfig(_Section):
+    preprocess: Literal["mfcc", "average", "micro", "logmel"] = Field(
+        "mfcc", description="front end: mfcc, average (pooled spectrogram), micro, logmel"
+    )
+    window_size_ms: float = Field(30.0, gt=0, description="analysis window (ms)")
+    window_stride_ms: float = Field(10.0, gt=0, description="hop between windows (ms)")
+    feature_bin_count: int = Field(40, gt=0, description="MFCC / mel bins per frame")
+    features_dir: str = Field("results/features", description="cached feature shards")
+
+
+class AugmentConfig(_Section):
+    background_volume: float = Field(0.1, ge=0, le=1, description="max background noise volume")
+    background_frequency: float = Field(
+        0.8, ge=0, le=1, description="share of training clips with background noise mixed in"
+    )
+    time_shift_ms: float = Field(100.0, ge=0, description="max random time shift (ms)")
+
+
+class TrainConfig(_Section):
+    model_architecture: str = Field("low_latency_conv", description="model name in the registry")
+    how_many_training_steps: str = Field("15000,3000", description="steps per learning-rate phase")
+    learning_rate: str = Field("0.001,0.0001", description="learning rate per phase")
+    optimizer: Literal["gradient_descent", "momentum", "adam"] = Field(
+        "gradient_descent", description="optimizer (tutorial: gradient_descent)"
+    )
+    batch_size: int = Field(100, gt=0, description="examples per step")
+    eval_step_interval: int = Field(400, gt=0, description="steps between validation runs")
+    save_step_interval: int = Field(100, gt=0, description="steps between checkpoints")
+    log_step_interval: int = Field(10, gt=0, description="steps between training log lines")
+    dropout_rate: float = Field(0.5, ge=0, lt=1, description="dropout during training only")
+    summaries_dir: str = Field("results/retrain_logs", description="TensorBoard event files")
+    train_dir: str = Field("results/speech_commands_train", description="checkpoints")
+    start_checkpoint: str = Field("", description="checkpoint to resume from")
+    check_nans: bool = Field(False, description="abort at the first NaN/Inf")
+    seed: int = Field(0, description="seed for weights and batch order")
+    mlflow_tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow store")
+    mlflow_experiment: str = Field("kws", description="MLflow experiment name")
+
+    @field_validator("how_many_training_steps")
+    @classmethod
+    def _steps(cls, v: str) -> str:
+        parts = _split_list(v)
+        try:
+            steps = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"{v!r} is not a comma list of integers") from None
+        if not steps or any(s <= 0 for s in steps):
+            raise ValueError(f"{v!r} needs positive step counts")
+        return v
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _rates(cls, v: str) -> str:
+        try:
+            rates = [float(p) for p in _split_list(v)]
+        except ValueError:
+            raise ValueError(f"{v!r} is not a comma list of numbers") from None
+        if not rates or any(r <= 0 for r in rates):
+            raise ValueError(f"{v!r} needs positive learning rates")
+        return v
+
+    @model_validator(mode="after")
+    def _same_length(self) -> TrainConfig:
+        if len(self.steps) != len(self.rates):
+            raise ValueError(
+                f"how_many_training_steps has {len(self.steps)} entries but learning_rate has "
+                f"{len(self.rates)}; give one learning rate per phase"
+            )
+        return self
+
+    @property
+    def steps(self) -> list[int]:
+        return [int(p) for p in _split_list(self.how_many_training_steps)]
+
+    @property
+    def rates(self) -> list[float]:
+        return [float(p) for p in _split_list(self.learning_rate)]
+
+
+class ExportConfig(_Section):
+    output_file: str = Field("results/frozen/model", description="export folder / file stem")
+    quantize: bool = Field(True, description="also write a full-integer int8 TFLite model")
+    features_outside: bool = Field(False, description="model takes features, not PCM")
+    representative_examples: int = Field(200, gt=0, description="int8 calibration clips")
+
+
+class StreamConfig(_Section):
+    clip_stride_ms: int = Field(30, gt=0, description="how often the model runs on the stream")
+    average_window_ms: int = Field(1000, gt=0, description="RecognizeCommands averaging window")
+    detection_threshold: float = Field(0.2, ge=0, le=1, description="average score to report")
+    suppression_ms: int = Field(500, ge=0, description="quiet time after a detection")
+    minimum_count: int = Field(3, ge=1, description="results needed in the window")
+    time_tolerance_ms: int = Field(750, ge=0, description="detection vs truth tolerance")
+    stream_duration_s: float = Field(600.0, gt=0, description="length of the test stream")
+    word_gap_ms: int = Field(3000, gt=0, description="mean gap between words in the stream")
+    stream_unknown_fraction: float = Field(0.3, ge=0, le=1, description="unknown words share")
+    negative_duration_s: float = Field(3600.0, gt=0, description="negative-only stream length")
+    target_fa_per_hour: float = Field(0.5, ge=0, description="false accepts/hour to meet")
+    stream_dir: str = Field("results/streaming", description="streams, reports, curves")
+
+
+class Params(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+
+    def resolve(self, path: str) -> Path:
+        """Resolve a configured path relative to the params file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() else (self._root / p)
+
+    _root: Path = PrivateAttr(default_factory=lambda: Path("."))
+
+
+SECTIONS = ("data", "features", "augment", "train", "export", "stream")
+
+
+def _leaf_index() -> dict[str, tuple[str, ...]]:
+    """Map every leaf name (and every dotted path) to its location in Params."""
+    index: dict[str, tuple[str, ...]] = {}
+
+    def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
+        for name, field in model.model_fields.items():
+            loc = (*prefix, name)
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, loc)
+                continue
+            index[".".join(loc)] = loc
+            if name in index and index[name] != loc:
+                raise AssertionError(f"leaf key {name} is not unique")  # programming error
+            index[name] = loc
+
+    walk(Params, ())
+    return index
+
+
+LEAF_KEYS = _leaf_index()
+
+
+def _fail(where: str, err: ValidationError) -> ConfigError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    show = "" if isinstance(got, dict) or first["type"] in ("value_error",) else f" (got {got!r})"
+    key = f"{loc}: " if loc else ""
+    return ConfigError(f"{where}: {key}{msg}{show}")
+
+
+def _check_keys(raw: dict[str, Any], model: type[BaseModel], where: str, prefix: str = "") -> None:
+    for key, value in raw.items():
+        fields = model.model_fields
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
+            )
+            raise ConfigError(f"{where}: unknown key {prefix + str(key)!r}{hint}")
+        ann = fields[key].annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {prefix + key} must be a section (a mapping)")
+            _check_keys(value, ann, where, prefix + key + ".")
+
+
+def parse_override(flag: str) -> tuple[tuple[str, ...], Any]:
+    """Parse `--key=value` (tutorial flag name or dotted path) into (location, YAML value)."""
+    body = flag[2:] if flag.startswith("--") else flag
+    if "=" not in body:
+        raise ConfigError(f"override {flag!r}: use --key=value, e.g. --wanted_words=yes,no")
+    key, value = body.split("=", 1)
+    key = key.replace("-", "_") if key not in LEAF_KEYS else key
+    if key not in LEAF_KEYS:
+        close = difflib.get_close_matches(key, [k for k in LEAF_KEYS if "." not in k], n=1)
+        hint = f"; did you mean --{close[0]}?" if close else ""
+        raise ConfigError(f"override --{key}: unknown key{hint}")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    loc = LEAF_KEYS[key]
+    # Comma lists and words stay strings even when YAML would read them as numbers or booleans.
+    ann = _annotation(loc)
+    if ann is str and not isinstance(parsed, str):
+        parsed = value
+    return loc, parsed
+
+
+def _annotation(loc: tuple[str, ...]) -> Any:
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        model = model.model_fields[part].annotation  # type: ignore[assignment]
+    return model.model_fields[loc[-1]].annotation
+
+
+def load_params(
+    path: str | Path | None = "params.yaml",
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Params:
+    """Load and validate params.yaml (None: built-in defaults), then apply overrides.
+
+    Raises ConfigError (one line, naming the file and key) before any work starts.
+    """
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    root = Path(".")
+    if path is not None:
+        p = Path(path)
+        where = str(p)
+        root = p.resolve().parent
+        if not p.exists():
+            raise ConfigError(
+                f"{p}: params file not found; run from the repo root or pass --params"
+            )
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(
+                f"{p}:{line} is not valid YAML ({getattr(e, 'problem', e)})"
+            ) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections {SECTIONS}")
+        raw = loaded
+    _check_keys(raw, Params, where)
+    items: list[tuple[tuple[str, ...], Any]] = []
+    if isinstance(overrides, dict):
+        for k, v in overrides.items():
+            if k not in LEAF_KEYS:
+                raise ConfigError(f"override {k!r}: unknown key")
+            items.append((LEAF_KEYS[k], v))
+    elif overrides:
+        items = [parse_override(f) for f in overrides]
+    for loc, value in items:
+        node = raw
+        for part in loc[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where}: {'.'.join(loc[:-1])} must be a section")
+        node[loc[-1]] = value
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as e:
+        raise _fail(where if not items else f"{where} (+ overrides)", e) from None
+    params._root = root
+    return params
+
+
+def params_to_dict(params: Params) -> dict[str, Any]:
+    return params.model_dump(mode="json")
+
+
+def write_params(params: Params, path: str | Path) -> None:
+    from kws_core.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(params_to_dict(params), sort_keys=False))

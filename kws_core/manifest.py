@@ -1,0 +1,261 @@
+"""The partition manifest: one row per clip (plus the tutorial's silence and unknown rows)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from kws_core.atomic import atomic_path, atomic_write_text
+from kws_core.audio import WavError, WavInfo, inspect_wav
+from kws_core.config import BACKGROUND_NOISE_DIR, SILENCE_LABEL, UNKNOWN_LABEL, DataConfig
+from kws_core.errors import DataError
+from kws_core.partition import PARTITIONS, read_partition_lists, speaker_of, which_set
+
+RANDOM_SEED = 59185  # the tutorial's seed for picking unknown words
+MANIFEST_COLUMNS = {
+    "path": "object",
+    "word": "object",
+    "label": "object",
+    "speaker": "object",
+    "partition": "object",
+    "source": "object",
+    "sample_rate": "int64",
+    "channels": "int64",
+    "bits": "int64",
+    "num_samples": "int64",
+    "duration_ms": "float64",
+    "peak": "float64",
+    "rms": "float64",
+    "sha1": "object",
+}
+REJECTED_COLUMNS = ["path", "word", "reason"]
+
+
+@dataclass
+class ManifestResult:
+    manifest: pd.DataFrame
+    rejected: pd.DataFrame
+    background: pd.DataFrame  # usable _background_noise_ files
+    disagreements: pd.DataFrame  # shipped lists vs which_set
+    used_lists: bool
+
+
+def _row(rel: str, word: str, info: WavInfo) -> dict:
+    return {
+        "path": rel,
+        "word": word,
+        "speaker": speaker_of(rel),
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+        "bits": info.bits,
+        "num_samples": info.num_samples,
+        "duration_ms": info.duration_ms,
+        "peak": info.peak,
+        "rms": info.rms,
+        "sha1": info.sha1,
+    }
+
+
+def scan_clips(
+    data_dir: Path, sample_rate: int, progress: bool = True
+) -> tuple[list[dict], list[dict], list[dict], list[str]]:
+    """Inspect every `<word>/*.wav` and `_background_noise_/*.wav` under data_dir.
+
+    Returns (clip rows, background rows, rejected rows, word folders found). Never raises for a
+    bad file: it becomes a rejected row with the reason.
+    """
+    if not data_dir.is_dir():
+        raise DataError(
+            f"data_dir {data_dir} does not exist; set data_url (e.g. synthetic) or point data_dir "
+            "at a folder with one sub-folder per word"
+        )
+    folders = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = [(f, w) for w in folders for f in sorted(w.glob("*.wav"))]
+    clips: list[dict] = []
+    background: list[dict] = []
+    rejected: list[dict] = []
+    for path, folder in tqdm(files, desc="inspect clips", unit="file", disable=not progress):
+        word = folder.name.lower()
+        rel = path.relative_to(data_dir).as_posix()
+        try:
+            info = inspect_wav(path, sample_rate)
+        except WavError as e:
+            rejected.append({"path": rel, "word": word, "reason": str(e)})
+            continue
+        (background if word == BACKGROUND_NOISE_DIR else clips).append(_row(rel, word, info))
+    words = sorted({f.name.lower() for f in folders} - {BACKGROUND_NOISE_DIR})
+    return clips, background, rejected, words
+
+
+def assign_partitions(
+    clips: list[dict], data_dir: Path, validation_percentage: float, testing_percentage: float
+) -> tuple[list[dict], pd.DataFrame, bool]:
+    """Set each row's partition: the shipped lists where present, which_set otherwise."""
+    lists = read_partition_lists(data_dir)
+    disagreements = []
+    for row in clips:
+        hashed = which_set(row["path"], validation_percentage, testing_percentage)
+        listed = lists.get(row["path"]) if lists is not None else None
+        if lists is not None:
+            # Files missing from both lists are training in v0.02, unless which_set says a
+            # held-out speaker: keep that so newly added files never leak a speaker.
+            listed = listed or ("training" if hashed == "training" else None)
+        row["partition"] = listed or hashed
+        if listed is not None and listed != hashed:
+            disagreements.append({"path": row["path"], "listed": listed, "which_set": hashed})
+    return clips, pd.DataFrame(disagreements, columns=["path", "listed", "which_set"]), bool(lists)
+
+
+def add_silence_and_unknown(
+    clips: list[dict],
+    wanted_words: list[str],
+    background: list[dict],
+    silence_percentage: float,
+    unknown_percentage: float,
+    sample_rate: int,
+    clip_duration_ms: int,
+) -> list[dict]:
+    """Label rows as the tutorial does: wanted words keep their word, a seeded sample of the
+    other words becomes `_unknown_`, and `_silence_` rows are added per partition."""
+    rng = random.Random(RANDOM_SEED)
+    wanted = set(wanted_words)
+    by_set: dict[str, list[dict]] = {p: [] for p in PARTITIONS}
+    unknown: dict[str, list[dict]] = {p: [] for p in PARTITIONS}
+    for row in sorted(clips, key=lambda r: r["path"]):
+        (by_set if row["word"] in wanted else unknown)[row["partition"]].append(row)
+    rows: list[dict] = []
+    noise_paths = [b["path"] for b in background]
+    for partition in ("validation", "testing", "training"):  # the tutorial's order
+        words = by_set[partition]
+        for row in words:
+            rows.append({**row, "label": row["word"], "source": "clip"})
+        silence_size = math.ceil(len(words) * silence_percentage / 100)
+        for i in range(silence_size):
+            # Silence is cut from background noise later; the row names the file to cut from.
+            rows.append(
+                {
+                    "path": noise_paths[i % len(noise_paths)] if noise_paths else "",
+                    "word": SILENCE_LABEL,
+                    "label": SILENCE_LABEL,
+                    "speaker": "",
+                    "partition": partition,
+                    "source": "silence",
+                    "sample_rate": sample_rate,
+                    "channels": 1,
+                    "bits": 16,
+                    "num_samples": sample_rate * clip_duration_ms // 1000,
+                    "duration_ms": float(clip_duration_ms),
+                    "peak": 0.0,
+                    "rms": 0.0,
+                    "sha1": "",
+                }
+            )
+        pool = unknown[partition]
+        rng.shuffle(pool)
+        unknown_size = math.ceil(len(words) * unknown_percentage / 100)
+        for row in pool[:unknown_size]:
+            rows.append({**row, "label": UNKNOWN_LABEL, "source": "clip"})
+    return rows
+
+
+def build_manifest(cfg: DataConfig, data_dir: Path, progress: bool = True) -> ManifestResult:
+    """Scan data_dir and build the manifest; DataError if a wanted word has no usable clip."""
+    clips, background, rejected, words = scan_clips(data_dir, cfg.sample_rate, progress)
+    wanted = cfg.wanted_word_list
+    usable = {c["word"] for c in clips}
+    for word in wanted:
+        if word in usable:
+            continue
+        bad = [r for r in rejected if r["word"] == word]
+        if bad:
+            raise DataError(
+                f"wanted word {word!r}: all {len(bad)} files in {data_dir / word} were rejected "
+                f"(first: {bad[0]['path']}: {bad[0]['reason']}); fix the files or drop the word"
+            )
+        raise DataError(
+            f"wanted word {word!r} has no clips in {data_dir} (found: {', '.join(words) or 'none'})"
+            "; fix wanted_words or add the folder"
+        )
+    clips, disagreements, used_lists = assign_partitions(
+        clips, data_dir, cfg.validation_percentage, cfg.testing_percentage
+    )
+    rows = add_silence_and_unknown(
+        clips,
+        wanted,
+        background,
+        cfg.silence_percentage,
+        cfg.unknown_percentage,
+        cfg.sample_rate,
+        cfg.clip_duration_ms,
+    )
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype(MANIFEST_COLUMNS)
+    manifest = manifest.sort_values(["partition", "label", "path"], kind="stable")
+    return ManifestResult(
+        manifest=manifest.reset_index(drop=True),
+        rejected=pd.DataFrame(rejected, columns=REJECTED_COLUMNS),
+        background=pd.DataFrame(background),
+        disagreements=disagreements,
+        used_lists=used_lists,
+    )
+
+
+def label_counts(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Clips per label (rows) and partition (columns), with totals."""
+    table = pd.crosstab(
+        manifest["label"], manifest["partition"], margins=True, margins_name="total"
+    )
+    cols = [p for p in PARTITIONS if p in table.columns] + ["total"]
+    return table[cols]
+
+
+def write_manifest(result: ManifestResult, out_dir: Path) -> dict[str, Path]:
+    """Write manifest.parquet, rejected.parquet/.csv, background.csv, disagreements and summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "manifest": out_dir / "manifest.parquet",
+        "rejected": out_dir / "rejected.parquet",
+        "rejected_csv": out_dir / "rejected.csv",
+        "background": out_dir / "background.csv",
+        "disagreements": out_dir / "partition_disagreements.csv",
+        "summary": out_dir / "manifest_summary.json",
+    }
+    with atomic_path(paths["manifest"], ".parquet") as tmp:
+        result.manifest.to_parquet(tmp, index=False)
+    with atomic_path(paths["rejected"], ".parquet") as tmp:
+        result.rejected.to_parquet(tmp, index=False)
+    atomic_write_text(paths["rejected_csv"], result.rejected.to_csv(index=False))
+    atomic_write_text(paths["background"], result.background.to_csv(index=False))
+    atomic_write_text(paths["disagreements"], result.disagreements.to_csv(index=False))
+    counts = label_counts(result.manifest)
+    summary = {
+        "clips": int((result.manifest["source"] == "clip").sum()),
+        "rows": len(result.manifest),
+        "rejected": len(result.rejected),
+        "rejected_by_reason": result.rejected["reason"]
+        .str.replace(r"\d+", "N", regex=True)
+        .value_counts()
+        .to_dict(),
+        "background_files": len(result.background),
+        "used_shipped_lists": result.used_lists,
+        "list_disagreements": len(result.disagreements),
+        "counts": {label: row.to_dict() for label, row in counts.iterrows()},
+    }
+    atomic_write_text(paths["summary"], json.dumps(summary, indent=2, default=int))
+    return paths
+
+
+def load_manifest(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"manifest {path} not found; run `kws manifest` first")
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise DataError(
+            f"manifest {path} is unreadable ({e}); rebuild it with `kws manifest`"
+        ) from None

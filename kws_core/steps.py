@@ -1,0 +1,57 @@
+"""The pipeline's steps as plain functions: the CLI, `dvc repro` and Dagster all call these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from kws_core.config import Params
+from kws_core.manifest import ManifestResult, build_manifest, label_counts, load_manifest
+from kws_core.manifest import write_manifest as _write_manifest
+from kws_core.quality import ValidationReport, validate_manifest
+from kws_core.raw_dataset import RawDataset, prepare_dataset
+
+
+@dataclass
+class ManifestOutputs:
+    result: ManifestResult
+    paths: dict[str, Path]
+
+
+def dataset_step(params: Params, progress: bool = True) -> RawDataset:
+    return prepare_dataset(params, progress=progress)
+
+
+def manifest_step(params: Params, progress: bool = True) -> ManifestOutputs:
+    raw = prepare_dataset(params, progress=progress)
+    result = build_manifest(params.data, raw.data_dir, progress=progress)
+    paths = _write_manifest(result, params.resolve(params.data.manifest_dir))
+    return ManifestOutputs(result, paths)
+
+
+def manifest_path(params: Params) -> Path:
+    return params.resolve(params.data.manifest_dir) / "manifest.parquet"
+
+
+def validate_step(params: Params, manifest: pd.DataFrame | None = None) -> ValidationReport:
+    if manifest is None:
+        manifest = load_manifest(manifest_path(params))
+    out = params.resolve(params.data.manifest_dir)
+    return validate_manifest(manifest, params.data, out_dir=out)
+
+
+def format_counts(manifest: pd.DataFrame) -> str:
+    return label_counts(manifest).to_string()
+
+
+def format_rejected(rejected: pd.DataFrame, limit: int = 10) -> list[str]:
+    if rejected.empty:
+        return ["rejected files: none"]
+    lines = [f"rejected files: {len(rejected)}"]
+    for row in rejected.head(limit).itertuples():
+        lines.append(f"  {row.path}: {row.reason}")
+    if len(rejected) > limit:
+        lines.append(f"  ... and {len(rejected) - limit} more (see rejected.csv)")
+    return lines

@@ -1,0 +1,49 @@
+"""Data assets: the raw data set and the partition manifest; each calls kws_core.steps."""
+
+import dagster as dg
+
+from kws_core.steps import dataset_step, format_counts, manifest_step
+from pipelines.resources import KwsParams
+
+GROUP = "data"
+
+
+@dg.asset(group_name=GROUP, description="Clips in the Speech Commands layout (data_url source).")
+def raw_dataset(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.MaterializeResult:
+    params = kws.load()
+    raw = dataset_step(params, progress=kws.progress)
+    return dg.MaterializeResult(
+        metadata={
+            "data_dir": dg.MetadataValue.path(str(raw.data_dir)),
+            "source": raw.source,
+            "clips": raw.n_files,
+            "reused": raw.reused,
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[raw_dataset],
+    description="One row per clip with label, speaker and partition (which_set), as Parquet.",
+)
+def partition_manifest(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.MaterializeResult:
+    params = kws.load()
+    out = manifest_step(params, progress=kws.progress)
+    res = out.result
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out.paths["manifest"])),
+            "dagster/row_count": len(res.manifest),
+            "clips_per_label_and_partition": dg.MetadataValue.md(
+                "```\n" + format_counts(res.manifest) + "\n```"
+            ),
+            "rejected_files": len(res.rejected),
+            "rejected": dg.MetadataValue.md(
+                "```\n" + res.rejected.head(50).to_string(index=False) + "\n```"
+                if len(res.rejected)
+                else "none"
+            ),
+            "list_disagreements": len(res.disagreements),
+        }
+    )

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny Speech-Commands-like folders built from tones (no espeak needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+def tone(seed: str, n: int = 16000, rate: int = 16000) -> np.ndarray:
+    """A short distinct tone burst in silence, deterministic for `seed`."""
+    h = int(hashlib.sha1(seed.encode()).hexdigest()[:8], 16)
+    rng = np.random.default_rng(h)
+    x = 0.001 * rng.standard_normal(n)
+    start, length = rng.integers(0, n // 2), n // 3
+    t = np.arange(length) / rate
+    x[start : start + length] += 0.3 * np.sin(2 * np.pi * (200 + h % 800) * t)
+    return x.astype(np.float32)
+
+
+def write_clip(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
+    from kws_core.audio import write_wav
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(path, samples, rate)
+    return path
+
+
+def build_tiny_dataset(
+    root: Path, words: list[str], speakers: int, utterances: int = 1, noise: bool = True
+) -> Path:
+    for s in range(speakers):
+        spk = hashlib.sha1(f"spk{s}".encode()).hexdigest()[:8]
+        for w in words:
+            for n in range(utterances):
+                write_clip(root / w / f"{spk}_nohash_{n}.wav", tone(f"{w}{spk}{n}"))
+    if noise:
+        rng = np.random.default_rng(0)
+        write_clip(
+            root / "_background_noise_" / "white_noise.wav", 0.1 * rng.standard_normal(16000 * 3)
+        )
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Callable[..., Path]:
+    def make(words=("yes", "no", "cat", "dog"), speakers: int = 60, **kw) -> Path:
+        return build_tiny_dataset(tmp_path / "data", list(words), speakers, **kw)
+
+    return make
+
+
+@pytest.fixture
+def realdata() -> Path:
+    if not (REALDATA / "speech_commands_test_v0.02_dev").is_dir():
+        pytest.skip("shared/realdata is not present")
+    return REALDATA

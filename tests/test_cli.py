@@ -1,0 +1,100 @@
+"""End to end through the `kws` command line on small data sets."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from kws_core.cli import main
+
+
+def write_params(tmp_path: Path, **data) -> Path:
+    body = {"data": {"data_url": "", "data_dir": "data", "wanted_words": "yes,no"} | data}
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(body))
+    return f
+
+
+def test_help_lists_verbs_and_overrides():
+    out = subprocess.run(
+        [sys.executable, "-m", "kws_core.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for verb in ("synth-dataset", "dataset", "manifest", "validate", "run-all"):
+        assert verb in out
+    out = subprocess.run(
+        [sys.executable, "-m", "kws_core.cli", "manifest", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--wanted_words" in out and "--validation_percentage" in out
+
+
+def test_run_all_on_a_local_data_dir(tiny_dataset, tmp_path, capsys):
+    tiny_dataset(speakers=120)
+    params = write_params(tmp_path)
+    assert main(["run-all", "--params", str(params), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "clips per label and partition" in out and "data quality: PASSED" in out
+    assert "rejected files: none" in out
+    m = pd.read_parquet(tmp_path / "results/manifest/manifest.parquet")
+    assert set(m.label) == {"yes", "no", "_unknown_", "_silence_"}
+    summary = json.loads((tmp_path / "results/manifest/manifest_summary.json").read_text())
+    assert summary["counts"]["total"]["total"] == len(m)
+    assert (tmp_path / "results/manifest/data_docs/index.html").exists()
+    assert json.loads((tmp_path / "results/manifest/quality_metrics.json").read_text())["passed"]
+
+
+def test_overrides_reach_the_steps(tiny_dataset, tmp_path):
+    tiny_dataset(speakers=40)
+    params = write_params(tmp_path)
+    argv = ["manifest", "--params", str(params), "--no-progress", "--wanted_words=yes"]
+    assert main([*argv, "--silence_percentage=0"]) == 0
+    m = pd.read_parquet(tmp_path / "results/manifest/manifest.parquet")
+    assert set(m.label) == {"yes", "_unknown_"}
+
+
+def test_failed_validation_exits_1_with_plain_words(tiny_dataset, tmp_path, capsys):
+    tiny_dataset(speakers=3)  # too few speakers: some partition lacks a word
+    params = write_params(tmp_path)
+    assert main(["run-all", "--params", str(params), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "data quality: FAILED" in out and "labels missing from a partition" in out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["manifest", "--batch_size=abc"], "train.batch_size"),
+        (["manifest", "--wanted_word=yes"], "did you mean --wanted_words"),
+        (["manifest", "--wanted_words=yes,left"], "wanted word 'left' has no clips"),
+        (["validate"], "run `kws manifest` first"),
+        (["manifest", "stray"], "unexpected argument 'stray'"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(tiny_dataset, tmp_path, argv, needle):
+    tiny_dataset(speakers=5)
+    params = write_params(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kws_core.cli", *argv, "--params", str(params), "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_bad_files_are_listed_in_the_summary(tiny_dataset, tmp_path, capsys):
+    root = tiny_dataset(speakers=120)
+    (root / "yes" / "deadbeef_nohash_0.wav").write_text("not audio")
+    params = write_params(tmp_path)
+    assert main(["run-all", "--params", str(params), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "rejected files: 1" in out and "yes/deadbeef_nohash_0.wav: not a WAV file" in out
