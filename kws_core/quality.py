@@ -253,7 +253,8 @@ def validate_manifest(
 ) -> ValidationReport:
     """Run the suite; with out_dir, write validation.json and data_docs/ there (atomically)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     import great_expectations as gx
     from great_expectations.checkpoint import Checkpoint, UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
