@@ -23,6 +23,9 @@ from kws_core.errors import KwsError
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    common.add_argument(
+        "--profile", help="YAML merged over params.yaml, e.g. profiles/tutorial.yaml"
+    )
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
     common.add_argument("-v", "--verbose", action="store_true", help="log details")
     parser = argparse.ArgumentParser(
@@ -38,12 +41,22 @@ def _parser() -> argparse.ArgumentParser:
         "dataset": "prepare data_dir from data_url (synthetic, URL of a .tar.gz, or '' = as is)",
         "manifest": "scan the clips and write the partition manifest, rejected table and summary",
         "validate": "run the Great Expectations suite on the manifest (exit 1 if it fails)",
-        "run-all": "dataset, manifest and validation end to end, then a summary",
+        "train": "train model_architecture on the manifest (tutorial log lines, checkpoints, "
+        "TensorBoard, MLflow run)",
+        "evaluate": "score a checkpoint on a folder in the official test-set layout",
+        "run-all": "dataset, manifest, validation and training end to end, then a summary",
     }
     for name, help_ in verbs.items():
         p = sub.add_parser(name, help=help_, description=help_, epilog=epilog, parents=[common])
         if name == "synth-dataset":
             p.add_argument("--output_dir", help="write here instead of data_dir")
+        if name == "evaluate":
+            p.add_argument("--test_dir", required=True, help="one sub-folder per label")
+            p.add_argument(
+                "--checkpoint", default="best", help="best (default), latest or a ckpt prefix"
+            )
+        if name in ("train", "run-all"):
+            p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     return parser
 
 
@@ -51,7 +64,7 @@ def _load(args: argparse.Namespace, overrides: list[str]) -> Params:
     bad = [o for o in overrides if not o.startswith("--")]
     if bad:
         raise KwsError(f"unexpected argument {bad[0]!r}; overrides look like --key=value")
-    return load_params(args.params, overrides)
+    return load_params(args.params, overrides, profile=args.profile)
 
 
 def cmd_synth_dataset(params: Params, args: argparse.Namespace) -> int:
@@ -97,6 +110,45 @@ def cmd_validate(params: Params, args: argparse.Namespace) -> int:
     return 0 if report.success else 1
 
 
+def _print_train(result) -> None:
+    print(
+        f"model: {result.arch} ({result.params_count:,} weights, {result.flops / 1e6:.1f} MFLOPs)"
+    )
+    print(
+        f"steps {result.start_step}->{result.final_step} in {result.seconds:.0f} s "
+        f"({result.steps_per_second:.1f} steps/s)"
+    )
+    print(
+        f"best validation accuracy {100 * result.best_val_accuracy:.1f}% at step {result.best_step}"
+    )
+    print(f"test accuracy {100 * result.test_accuracy:.1f}%")
+    print(f"checkpoints   {result.train_dir} (best: {result.best_checkpoint.name})")
+    print(f"confusion     {result.reports_dir / 'confusion_matrix.png'}")
+    print(f"tensorboard   tensorboard --logdir {result.summaries_dir}")
+    if result.run_id:
+        champ = " (new champion)" if result.champion else ""
+        print(f"mlflow run    {result.run_id}, model version {result.model_version}{champ}")
+
+
+def cmd_train(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.steps import train_step
+
+    result = train_step(params, progress=not args.no_progress, track=not args.no_mlflow)
+    _print_train(result)
+    return 0
+
+
+def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.evaluate import evaluate_dir
+
+    out = params.resolve(params.train.train_dir) / "evaluate_confusion_matrix.png"
+    result = evaluate_dir(params, Path(args.test_dir), args.checkpoint, png=out)
+    print(f"checkpoint {result.checkpoint}")
+    print(result.report())
+    print(f"confusion matrix: {result.png}")
+    return 0
+
+
 def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import format_counts, format_rejected, manifest_step, validate_step
 
@@ -116,8 +168,19 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
         print(f"  {key:<13} {out.paths[key]}")
     print(f"  {'validation':<13} {report.result_path}")
     print(f"  {'data docs':<13} {report.docs_path / 'index.html'}")
+    if not report.success:
+        print("training skipped: fix the data-quality failures first")
+        return 1
+    from kws_core.steps import train_step
+
+    print("\n== training ==")
+    result = train_step(params, progress=progress, track=not args.no_mlflow)
+    print("\n== kws run-all results ==")
+    print(f"data quality: PASSED; manifest {out.paths['manifest']}")
+    _print_train(result)
+    print(f"mlflow store  {params.train.mlflow_tracking_uri} (mlflow ui --backend-store-uri ...)")
     print(f"done in {time.perf_counter() - t0:.1f} s")
-    return 0 if report.success else 1
+    return 0
 
 
 COMMANDS = {
@@ -125,6 +188,8 @@ COMMANDS = {
     "dataset": cmd_dataset,
     "manifest": cmd_manifest,
     "validate": cmd_validate,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
     "run-all": cmd_run_all,
 }
 

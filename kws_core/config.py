@@ -150,22 +150,31 @@ class AugmentConfig(_Section):
 
 class TrainConfig(_Section):
     model_architecture: str = Field("low_latency_conv", description="model name in the registry")
-    how_many_training_steps: str = Field("15000,3000", description="steps per learning-rate phase")
+    how_many_training_steps: str = Field("4000,1000", description="steps per learning-rate phase")
     learning_rate: str = Field("0.001,0.0001", description="learning rate per phase")
     optimizer: Literal["gradient_descent", "momentum", "adam"] = Field(
-        "gradient_descent", description="optimizer (tutorial: gradient_descent)"
+        "adam", description="optimizer (tutorial: gradient_descent)"
     )
     batch_size: int = Field(100, gt=0, description="examples per step")
     eval_step_interval: int = Field(400, gt=0, description="steps between validation runs")
     save_step_interval: int = Field(100, gt=0, description="steps between checkpoints")
     log_step_interval: int = Field(10, gt=0, description="steps between training log lines")
     dropout_rate: float = Field(0.5, ge=0, lt=1, description="dropout during training only")
+    ds_cnn_channels: int = Field(64, gt=0, description="ds_cnn: channels of every layer")
+    ds_cnn_blocks: int = Field(4, ge=1, description="ds_cnn: depthwise-separable blocks")
+    bc_resnet_scale: float = Field(1.0, gt=0, description="bc_resnet: width multiplier (tau)")
+    bc_resnet_blocks: str = Field("2,2,4,4", description="bc_resnet: blocks per stage")
     summaries_dir: str = Field("results/retrain_logs", description="TensorBoard event files")
+    reports_dir: str = Field(
+        "results/train_reports", description="metrics.json and confusion matrices of the run"
+    )
     train_dir: str = Field("results/speech_commands_train", description="checkpoints")
     start_checkpoint: str = Field("", description="checkpoint to resume from")
     check_nans: bool = Field(False, description="abort at the first NaN/Inf")
     seed: int = Field(0, description="seed for weights and batch order")
-    mlflow_tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow store")
+    mlflow_tracking_uri: str = Field(
+        "sqlite:///results/mlflow.db", description="MLflow store (relative paths: from params.yaml)"
+    )
     mlflow_experiment: str = Field("kws", description="MLflow experiment name")
 
     @field_validator("how_many_training_steps")
@@ -329,11 +338,39 @@ def _annotation(loc: tuple[str, ...]) -> Any:
     return model.model_fields[loc[-1]].annotation
 
 
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(p: Path, what: str) -> dict[str, Any]:
+    if not p.exists():
+        raise ConfigError(f"{p}: {what} not found; run from the repo root or pass --params")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        why = getattr(e, "problem", e)
+        raise ConfigError(f"{p}:{line} is not valid YAML ({why})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of sections {SECTIONS}")
+    _check_keys(loaded, Params, str(p))
+    return loaded
+
+
 def load_params(
     path: str | Path | None = "params.yaml",
     overrides: list[str] | dict[str, Any] | None = None,
+    profile: str | Path | None = None,
 ) -> Params:
-    """Load and validate params.yaml (None: built-in defaults), then apply overrides.
+    """Load and validate params.yaml (None: built-in defaults), merge a profile file (e.g.
+    profiles/tutorial.yaml) over it, then apply overrides.
 
     Raises ConfigError (one line, naming the file and key) before any work starts.
     """
@@ -344,22 +381,10 @@ def load_params(
         p = Path(path)
         where = str(p)
         root = p.resolve().parent
-        if not p.exists():
-            raise ConfigError(
-                f"{p}: params file not found; run from the repo root or pass --params"
-            )
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(
-                f"{p}:{line} is not valid YAML ({getattr(e, 'problem', e)})"
-            ) from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections {SECTIONS}")
-        raw = loaded
-    _check_keys(raw, Params, where)
+        raw = _read_yaml(p, "params file")
+    if profile:
+        raw = _deep_merge(raw, _read_yaml(Path(profile), "profile"))
+        where = f"{where} + {profile}"
     items: list[tuple[tuple[str, ...], Any]] = []
     if isinstance(overrides, dict):
         for k, v in overrides.items():

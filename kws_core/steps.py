@@ -55,3 +55,12 @@ def format_rejected(rejected: pd.DataFrame, limit: int = 10) -> list[str]:
     if len(rejected) > limit:
         lines.append(f"  ... and {len(rejected) - limit} more (see rejected.csv)")
     return lines
+
+
+def train_step(params: Params, progress: bool = True, track: bool = True):
+    """Train on the manifest written by manifest_step (the data must be where it was)."""
+    from kws_core.train import train
+
+    manifest = load_manifest(manifest_path(params))
+    data_dir = params.resolve(params.data.data_dir)
+    return train(params, manifest, data_dir, progress=progress, track=track)

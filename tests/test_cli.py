@@ -13,7 +13,11 @@ from kws_core.cli import main
 
 
 def write_params(tmp_path: Path, **data) -> Path:
-    body = {"data": {"data_url": "", "data_dir": "data", "wanted_words": "yes,no"} | data}
+    body = {
+        "data": {"data_url": "", "data_dir": "data", "wanted_words": "yes,no"} | data,
+        # run-all trains too: keep it to a few steps
+        "train": {"how_many_training_steps": "3,1", "batch_size": 8, "eval_step_interval": 2},
+    }
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump(body))
     return f
@@ -23,7 +27,15 @@ def test_help_lists_verbs_and_overrides():
     out = subprocess.run(
         [sys.executable, "-m", "kws_core.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for verb in ("synth-dataset", "dataset", "manifest", "validate", "run-all"):
+    for verb in (
+        "synth-dataset",
+        "dataset",
+        "manifest",
+        "validate",
+        "train",
+        "evaluate",
+        "run-all",
+    ):
         assert verb in out
     out = subprocess.run(
         [sys.executable, "-m", "kws_core.cli", "manifest", "--help"],
@@ -41,6 +53,9 @@ def test_run_all_on_a_local_data_dir(tiny_dataset, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "clips per label and partition" in out and "data quality: PASSED" in out
     assert "rejected files: none" in out
+    assert "Final test accuracy = " in out and "steps 0->4" in out
+    assert (tmp_path / "results/speech_commands_train/low_latency_conv.ckpt-best.index").exists()
+    assert (tmp_path / "results/mlflow.db").exists()
     m = pd.read_parquet(tmp_path / "results/manifest/manifest.parquet")
     assert set(m.label) == {"yes", "no", "_unknown_", "_silence_"}
     summary = json.loads((tmp_path / "results/manifest/manifest_summary.json").read_text())
@@ -95,6 +110,6 @@ def test_bad_files_are_listed_in_the_summary(tiny_dataset, tmp_path, capsys):
     root = tiny_dataset(speakers=120)
     (root / "yes" / "deadbeef_nohash_0.wav").write_text("not audio")
     params = write_params(tmp_path)
-    assert main(["run-all", "--params", str(params), "--no-progress"]) == 0
+    assert main(["run-all", "--params", str(params), "--no-progress", "--no-mlflow"]) == 0
     out = capsys.readouterr().out
     assert "rejected files: 1" in out and "yes/deadbeef_nohash_0.wav: not a WAV file" in out

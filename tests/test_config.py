@@ -27,12 +27,27 @@ def test_tutorial_defaults():
     assert (p.features.feature_bin_count, p.features.preprocess) == (40, "mfcc")
     assert (p.augment.background_volume, p.augment.background_frequency) == (0.1, 0.8)
     assert p.augment.time_shift_ms == 100
-    assert (p.train.steps, p.train.rates) == ([15000, 3000], [0.001, 0.0001])
     assert (p.train.batch_size, p.train.eval_step_interval, p.train.save_step_interval) == (
         100,
         400,
         100,
     )
+
+
+def test_tutorial_profile_reproduces_the_tutorial():
+    p = load_params(REPO / "params.yaml", profile=REPO / "profiles/tutorial.yaml")
+    assert p.train.model_architecture == "conv" and p.train.optimizer == "gradient_descent"
+    assert (p.train.steps, p.train.rates) == ([15000, 3000], [0.001, 0.0001])
+    assert p.train.batch_size == 100 and p.train.dropout_rate == 0.5
+    # everything outside train stays as in params.yaml
+    assert p.data == load_params(REPO / "params.yaml").data
+
+
+def test_profile_keys_are_checked(tmp_path):
+    bad = tmp_path / "prof.yaml"
+    bad.write_text("train:\n  learning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match="prof.yaml: unknown key 'train.learning_rat'"):
+        load_params(REPO / "params.yaml", profile=bad)
 
 
 def test_readme_table_lists_every_key():

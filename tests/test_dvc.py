@@ -31,6 +31,9 @@ def dvc_repo(tmp_path):
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(data_url="", wanted_words="yes,no")
+    params["train"].update(
+        how_many_training_steps="2,1", batch_size=4, eval_step_interval=3, save_step_interval=3
+    )
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     build_tiny_dataset(repo / params["data"]["data_dir"], ["yes", "no", "cat"], 100)
     run(["git", "init", "-q"], repo, env)
@@ -43,8 +46,9 @@ def dvc_repo(tmp_path):
 def test_dvc_repro_runs_every_stage_and_is_then_up_to_date(dvc_repo):
     repo, env = dvc_repo
     out = run(["dvc", "repro"], repo, env).stdout
-    for stage in ("dataset", "manifest", "validate"):
+    for stage in ("dataset", "manifest", "validate", "train"):
         assert f"Running stage '{stage}'" in out
+    assert (repo / "results/speech_commands_train/low_latency_conv.ckpt-best.index").exists()
     assert (repo / "results/manifest/manifest.parquet").exists()
     assert (repo / "results/manifest/data_docs/index.html").exists()
     assert (repo / "dvc.lock").exists()
@@ -53,6 +57,7 @@ def test_dvc_repro_runs_every_stage_and_is_then_up_to_date(dvc_repo):
     assert "Running stage" not in again
     metrics = run(["dvc", "metrics", "show"], repo, env).stdout
     assert "quality_metrics.json" in metrics and "passed" in metrics
+    assert "test_accuracy" in metrics
 
 
 def test_dvc_reruns_only_what_a_param_change_touches(dvc_repo):

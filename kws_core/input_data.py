@@ -1,0 +1,208 @@
+"""Audio for training and evaluation: clips in memory, tutorial-style augmentation in TensorFlow.
+
+Training batches are drawn by a `tf.data` pipeline whose randomness is *stateless*, keyed by
+(seed, step): batch N is the same whether a run started at step 0 or resumed at step N-1.
+Validation and test audio is never augmented and is identical from one evaluation to the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from kws_core.audio import WavError, read_wav
+from kws_core.config import BACKGROUND_NOISE_DIR, SILENCE_LABEL, AugmentConfig
+from kws_core.errors import DataError
+from kws_core.features import FeatureSpec, compute_features
+
+
+@dataclass
+class AudioSet:
+    """One partition in memory: int16 clips padded/trimmed to the clip length."""
+
+    audio: np.ndarray  # [N, desired_samples] int16
+    labels: np.ndarray  # [N] int32
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def float_audio(self) -> np.ndarray:
+        return self.audio.astype(np.float32) / 32768.0
+
+
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """Zero-pad at the end or trim to n samples (as the tutorial's decoder does)."""
+    if len(x) >= n:
+        return x[:n]
+    return np.pad(x, (0, n - len(x)))
+
+
+def load_background(data_dir: Path, sample_rate: int, min_samples: int) -> list[np.ndarray]:
+    """Usable `_background_noise_` recordings as float32 arrays (bad or short files skipped)."""
+    out = []
+    for path in sorted((data_dir / BACKGROUND_NOISE_DIR).glob("*.wav")):
+        try:
+            x = read_wav(path, sample_rate)
+        except (WavError, OSError):
+            continue
+        if len(x) > min_samples:
+            out.append(x.astype(np.float32))
+    return out
+
+
+def _seeded(seed: int, *keys: object) -> np.random.Generator:
+    digest = hashlib.sha256("|".join(map(str, (seed, *keys))).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+class AudioProcessor:
+    """Loads the manifest's clips and serves training batches and fixed evaluation sets."""
+
+    def __init__(
+        self,
+        manifest: pd.DataFrame,
+        data_dir: Path,
+        labels: list[str],
+        spec: FeatureSpec,
+        augment: AugmentConfig,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.augment = augment
+        self.labels = labels
+        self.seed = seed
+        self.data_dir = data_dir
+        self.index = {label: i for i, label in enumerate(labels)}
+        n = spec.desired_samples
+        self.background = load_background(data_dir, spec.sample_rate, n)
+        # Without `_background_noise_` recordings, noise mixing is skipped and silence examples
+        # are digital zeros, as in the tutorial.
+        self.sets: dict[str, AudioSet] = {}
+        for partition in ("training", "validation", "testing"):
+            rows = manifest[manifest["partition"] == partition]
+            self.sets[partition] = self._load(rows, partition, progress)
+        if len(self.sets["training"]) == 0:
+            raise DataError("the manifest has no training rows; check validation/testing shares")
+
+    def _load(self, rows: pd.DataFrame, partition: str, progress: bool) -> AudioSet:
+        n = self.spec.desired_samples
+        audio = np.zeros((len(rows), n), dtype=np.int16)
+        labels = np.zeros(len(rows), dtype=np.int32)
+        paths = []
+        it = tqdm(
+            enumerate(rows.itertuples()),
+            total=len(rows),
+            desc=f"load {partition}",
+            unit="clip",
+            disable=not progress,
+            leave=False,
+        )
+        for i, row in it:
+            label = row.label
+            if label not in self.index:
+                raise DataError(f"manifest label {label!r} is not in the label list {self.labels}")
+            labels[i] = self.index[label]
+            paths.append(row.path)
+            if label == SILENCE_LABEL:
+                if partition != "training":
+                    audio[i] = self._fixed_silence(partition, i)
+                continue  # training silence is mixed from noise per batch
+            try:
+                x = read_wav(self.data_dir / row.path, self.spec.sample_rate)
+            except (WavError, OSError) as e:
+                raise DataError(
+                    f"{self.data_dir / row.path}: {e}; rebuild the manifest (`kws manifest`)"
+                ) from None
+            audio[i] = np.round(fit_length(x, n) * 32767.0).astype(np.int16)
+        return AudioSet(audio, labels, paths)
+
+    def _fixed_silence(self, partition: str, i: int) -> np.ndarray:
+        """A deterministic silence clip for evaluation: background noise at a seeded volume."""
+        n = self.spec.desired_samples
+        if not self.background:
+            return np.zeros(n, dtype=np.int16)
+        rng = _seeded(self.seed, "silence", partition, i)
+        noise = self.background[int(rng.integers(len(self.background)))]
+        start = int(rng.integers(0, len(noise) - n))
+        volume = rng.uniform(0, self.augment.background_volume)
+        clip = np.clip(noise[start : start + n] * volume, -1.0, 1.0)
+        return np.round(clip * 32767.0).astype(np.int16)
+
+    # ---------------------------------------------------------------- training batches
+    def training_dataset(self, batch_size: int, first_step: int, last_step: int) -> tf.data.Dataset:
+        """Batches of (features, labels) for steps first_step..last_step (1-based, inclusive)."""
+        train = self.sets["training"]
+        spec, aug = self.spec, self.augment
+        n = spec.desired_samples
+        shift_max = int(spec.sample_rate * aug.time_shift_ms / 1000)
+        audio = tf.constant(train.audio)
+        labels = tf.constant(train.labels)
+        silence_id = self.index.get(SILENCE_LABEL, -1)
+        if self.background:
+            noise = tf.constant(np.concatenate(self.background))
+            starts = np.cumsum([0] + [len(b) for b in self.background[:-1]])
+            noise_start = tf.constant(starts, tf.int64)
+            noise_room = tf.constant([len(b) - n for b in self.background], tf.int64)
+        count = len(train)
+        seed = self.seed
+
+        def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            keys = [tf.stack([tf.constant(seed, tf.int64), step * 8 + k]) for k in range(8)]
+            idx = tf.random.stateless_uniform([batch_size], keys[0], 0, count, tf.int64)
+            x = tf.cast(tf.gather(audio, idx), tf.float32) / 32768.0
+            y = tf.gather(labels, idx)
+            if shift_max > 0:
+                shift = tf.random.stateless_uniform(
+                    [batch_size], keys[1], -shift_max, shift_max + 1, tf.int64
+                )
+                padded = tf.pad(x, [[0, 0], [shift_max, shift_max]])
+                pos = (shift_max - shift)[:, None] + tf.range(n, dtype=tf.int64)[None, :]
+                x = tf.gather(padded, pos, batch_dims=1)
+            is_silence = tf.equal(y, silence_id)
+            x = tf.where(is_silence[:, None], tf.zeros_like(x), x)
+            if self.background:
+                which = tf.random.stateless_uniform(
+                    [batch_size], keys[2], 0, len(self.background), tf.int64
+                )
+                room = tf.cast(tf.gather(noise_room, which), tf.float32)
+                offset = tf.cast(
+                    tf.random.stateless_uniform([batch_size], keys[3]) * room, tf.int64
+                )
+                pos = (tf.gather(noise_start, which) + offset)[:, None] + tf.range(
+                    n, dtype=tf.int64
+                )
+                bg = tf.gather(noise, pos)
+                use = tf.random.stateless_uniform([batch_size], keys[4]) < aug.background_frequency
+                use = tf.logical_or(use, is_silence)
+                volume = tf.random.stateless_uniform([batch_size], keys[5]) * aug.background_volume
+                volume = tf.where(use, volume, 0.0)
+                x = tf.clip_by_value(x + bg * volume[:, None], -1.0, 1.0)
+            return compute_features(x, spec), y
+
+        steps = tf.data.Dataset.range(first_step, last_step + 1)
+        return steps.map(
+            make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        ).prefetch(2)
+
+    # ---------------------------------------------------------------- evaluation sets
+    def features(self, partition: str, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """Un-augmented features and labels of a partition (the same on every call)."""
+        data = self.sets[partition]
+        return features_of(data.float_audio(), self.spec, batch), data.labels
+
+
+def features_of(audio: np.ndarray, spec: FeatureSpec, batch: int = 1000) -> np.ndarray:
+    """Features of float audio [N, samples] computed in batches."""
+    h, w = spec.shape
+    out = np.zeros((len(audio), h, w), dtype=np.float32)
+    for i in range(0, len(audio), batch):
+        out[i : i + batch] = compute_features(tf.constant(audio[i : i + batch]), spec).numpy()
+    return out

@@ -1,0 +1,28 @@
+"""Label lists: the tutorial's order, `_silence_`, `_unknown_`, then the wanted words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kws_core.atomic import atomic_write_text
+from kws_core.config import SILENCE_LABEL, UNKNOWN_LABEL
+from kws_core.errors import DataError
+
+
+def prepare_words_list(wanted_words: list[str]) -> list[str]:
+    return [SILENCE_LABEL, UNKNOWN_LABEL, *wanted_words]
+
+
+def write_labels(labels: list[str], path: Path) -> Path:
+    atomic_write_text(path, "".join(f"{label}\n" for label in labels))
+    return path
+
+
+def read_labels(path: str | Path) -> list[str]:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"labels file {p} not found; pass the one written next to the model")
+    labels = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    if len(labels) < 2:
+        raise DataError(f"labels file {p} has {len(labels)} labels; expected one per line")
+    return labels

@@ -1,0 +1,55 @@
+"""Pictures people look at: confusion matrices (PNG), rendered with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from kws_core.atomic import atomic_path  # noqa: E402
+
+
+def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """Counts [true label, predicted label]."""
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (np.asarray(truth, int), np.asarray(pred, int)), 1)
+    return cm
+
+
+def confusion_table(cm: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=labels)
+
+
+def format_confusion(cm: np.ndarray, labels: list[str]) -> str:
+    """The tutorial's printed confusion matrix, with label names on both axes."""
+    return confusion_table(cm, labels).to_string()
+
+
+def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str = "") -> Path:
+    """Heat map of row-normalised rates with the counts written in each cell."""
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(5.0, 0.55 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    acc = np.trace(cm) / max(cm.sum(), 1)
+    ax.set_title(f"{title} accuracy {100 * acc:.1f}% (N={cm.sum()})".strip())
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if cm[i, j]:
+                color = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true label")
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

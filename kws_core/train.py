@@ -1,0 +1,293 @@
+"""The tutorial's train.py as a function: piecewise schedule, logs, checkpoints, MLflow."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from kws_core.atomic import atomic_write_text
+from kws_core.checkpoints import CheckpointManager, resolve_checkpoint, restore
+from kws_core.config import Params, write_params
+from kws_core.errors import KwsError
+from kws_core.features import FeatureSpec
+from kws_core.input_data import AudioProcessor
+from kws_core.labels import prepare_words_list, write_labels
+from kws_core.models import ModelSettings, create_model, model_summary
+from kws_core.plots import confusion_matrix, confusion_table, format_confusion, plot_confusion
+
+
+class NanError(KwsError):
+    """check_nans found a NaN/Inf."""
+
+
+@dataclass
+class TrainResult:
+    arch: str
+    labels: list[str]
+    train_dir: Path
+    final_step: int
+    start_step: int
+    best_step: int
+    best_val_accuracy: float
+    test_accuracy: float
+    seconds: float
+    steps_per_second: float
+    params_count: int
+    flops: int
+    best_checkpoint: Path
+    last_checkpoint: Path
+    reports_dir: Path
+    summaries_dir: Path
+    test_confusion: list[list[int]] = field(default_factory=list)
+    run_id: str = ""
+    model_version: str = ""
+    champion: bool = False
+
+
+def piecewise_rate(step: int, steps: list[int], rates: list[float]) -> float:
+    """Learning rate of a 1-based step: rates[i] for the i-th block of steps."""
+    total = 0
+    for n, rate in zip(steps, rates, strict=True):
+        total += n
+        if step <= total:
+            return rate
+    return rates[-1]
+
+
+def make_optimizer(name: str, rate: float):
+    import keras
+
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=rate)
+    if name == "momentum":
+        return keras.optimizers.SGD(learning_rate=rate, momentum=0.9)
+    return keras.optimizers.SGD(learning_rate=rate)
+
+
+def evaluate_features(model, x: np.ndarray, batch: int = 500) -> np.ndarray:
+    """Predicted label indices for features x (inference mode)."""
+    preds = []
+    for i in range(0, len(x), batch):
+        logits = model(tf.constant(x[i : i + batch]), training=False)
+        preds.append(np.argmax(logits.numpy(), axis=1))
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+
+def train(
+    params: Params,
+    manifest: pd.DataFrame,
+    data_dir: Path,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    track: bool = True,
+) -> TrainResult:
+    """Train params.train.model_architecture on the manifest; returns where everything is."""
+    say = log or (lambda msg: tqdm.write(msg))
+    t = params.train
+    tf.keras.utils.set_random_seed(t.seed)
+    labels = prepare_words_list(params.data.wanted_word_list)
+    spec = FeatureSpec.from_params(params)
+    frames, bins = spec.shape
+    settings = ModelSettings.from_params(params, len(labels), frames, bins)
+    model = create_model(t.model_architecture, settings)
+    summary = model_summary(model)
+    processor = AudioProcessor(
+        manifest, data_dir, labels, spec, params.augment, seed=t.seed, progress=progress
+    )
+    val_x, val_y = processor.features("validation")
+    test_x, test_y = processor.features("testing")
+
+    steps, rates = t.steps, t.rates
+    total = sum(steps)
+    optimizer = make_optimizer(t.optimizer, rates[0])
+    optimizer.build(model.trainable_variables)
+    step_var = tf.Variable(0, dtype=tf.int64, name="global_step")
+    # Keras does not track dropout's seed-generator state; save it so a resumed run draws the
+    # same dropout masks as an uninterrupted one.
+    seeds = [v for v in model.variables if "seed_generator" in v.path]
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, seeds=seeds)
+    train_dir = params.resolve(t.train_dir)
+    manager = CheckpointManager(train_dir, t.model_architecture, ckpt)
+    start = 0
+    if not t.start_checkpoint:
+        manager.reset()  # a fresh run: forget an earlier run's best and latest
+    else:
+        prefix = resolve_checkpoint(t.start_checkpoint, train_dir)
+        restore(ckpt, prefix)
+        start = int(step_var.numpy())
+        say(f"Restored {prefix} at step {start}")
+        if start >= total:
+            raise KwsError(
+                f"start_checkpoint {prefix} is at step {start}, already at or past the "
+                f"{total} steps of how_many_training_steps"
+            )
+    labels_path = write_labels(labels, train_dir / f"{t.model_architecture}_labels.txt")
+    write_params(params, train_dir / "params.yaml")
+
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    variables = model.trainable_variables
+    names = ["cross_entropy", "logits"] + [f"gradient of {v.path}" for v in variables]
+    names += [v.path for v in variables]
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(y, logits)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, tf.int32), y), tf.float32))
+        finite = [tf.reduce_all(tf.math.is_finite(loss)), tf.reduce_all(tf.math.is_finite(logits))]
+        if t.check_nans:
+            finite += [tf.reduce_all(tf.math.is_finite(g)) for g in grads]
+            finite += [tf.reduce_all(tf.math.is_finite(v)) for v in variables]
+        return loss, acc, tf.stack(finite)
+
+    summaries = params.resolve(t.summaries_dir)
+    train_writer = tf.summary.create_file_writer(str(summaries / "train"))
+    val_writer = tf.summary.create_file_writer(str(summaries / "validation"))
+    tracker = None
+    if track:
+        from kws_core.tracking import RunTracker, dataset_hash, git_commit
+
+        tracker = RunTracker(
+            params,
+            tags={
+                "run_name": f"{t.model_architecture}-{time.strftime('%Y%m%d-%H%M%S')}",
+                "architecture": t.model_architecture,
+                "dataset_hash": dataset_hash(manifest),
+                "git_commit": git_commit(params.resolve(".")),
+                "wanted_words": params.data.wanted_words,
+                "resumed_from_step": str(start),
+            },
+        )
+        tracker.log_metrics({"params": summary["params"], "flops": summary["flops"]}, step=start)
+
+    def validate(step: int) -> float:
+        pred = evaluate_features(model, val_x)
+        cm = confusion_matrix(val_y, pred, len(labels))
+        acc = float(np.mean(pred == val_y)) if len(val_y) else 0.0
+        say(f"Confusion Matrix:\n{format_confusion(cm, labels)}")
+        say(f"Step {step}: Validation accuracy = {100 * acc:.1f}% (N={len(val_y)})")
+        with val_writer.as_default():
+            tf.summary.scalar("accuracy", acc, step=step)
+        if tracker:
+            tracker.log_metrics({"validation_accuracy": acc}, step)
+        if manager.save_best(step, acc):
+            say(f"Saving best model to {train_dir / (t.model_architecture + '.ckpt-best')}")
+        return acc
+
+    status = "FAILED"
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress)
+    try:
+        dataset = processor.training_dataset(t.batch_size, start + 1, total)
+        step = start
+        for step, (x, y) in enumerate(dataset, start=start + 1):
+            rate = piecewise_rate(step, steps, rates)
+            optimizer.learning_rate.assign(rate)
+            loss, acc, finite = train_step(x, y)
+            step_var.assign(step)
+            if not bool(np.all(finite.numpy())):
+                bad = names[int(np.argmin(finite.numpy()))]
+                raise NanError(
+                    f"check_nans: NaN/Inf in {bad} at step {step}; the last good checkpoint "
+                    f"({manager.state.latest or 'none'}) is intact"
+                )
+            bar.update(1)
+            loss_v, acc_v = float(loss), float(acc)
+            if step % t.log_step_interval == 0 or step == start + 1:
+                say(
+                    f"Step #{step}: rate {rate:f}, accuracy {100 * acc_v:.1f}%, "
+                    f"cross entropy {loss_v:f}"
+                )
+                with train_writer.as_default():
+                    tf.summary.scalar("accuracy", acc_v, step=step)
+                    tf.summary.scalar("cross_entropy", loss_v, step=step)
+                    tf.summary.scalar("learning_rate", rate, step=step)
+                if tracker:
+                    tracker.log_metrics(
+                        {"train_accuracy": acc_v, "cross_entropy": loss_v, "learning_rate": rate},
+                        step,
+                    )
+            if step % t.eval_step_interval == 0 or step == total:
+                validate(step)
+            if step % t.save_step_interval == 0 or step == total:
+                manager.save(step)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        trained = step - start
+        if manager.state.best:
+            restore(ckpt, train_dir / manager.state.best)
+        pred = evaluate_features(model, test_x)
+        cm = confusion_matrix(test_y, pred, len(labels))
+        test_acc = float(np.mean(pred == test_y)) if len(test_y) else 0.0
+        say(f"Confusion Matrix:\n{format_confusion(cm, labels)}")
+        say(f"Final test accuracy = {100 * test_acc:.1f}% (N={len(test_y)})")
+        reports = params.resolve(t.reports_dir)
+        png = plot_confusion(
+            cm, labels, reports / "confusion_matrix.png", title=f"{t.model_architecture} test"
+        )
+        table = reports / "confusion_matrix.csv"
+        atomic_write_text(table, confusion_table(cm, labels).to_csv())
+        result = TrainResult(
+            arch=t.model_architecture,
+            labels=labels,
+            train_dir=train_dir,
+            final_step=step,
+            start_step=start,
+            best_step=manager.state.best_step,
+            best_val_accuracy=manager.state.best_val_accuracy,
+            test_accuracy=test_acc,
+            seconds=seconds,
+            steps_per_second=trained / seconds if seconds > 0 else 0.0,
+            params_count=summary["params"],
+            flops=summary["flops"],
+            best_checkpoint=train_dir / manager.state.best,
+            last_checkpoint=train_dir / manager.state.latest,
+            reports_dir=reports,
+            summaries_dir=summaries,
+            test_confusion=cm.tolist(),
+        )
+        if tracker:
+            tracker.log_metrics(
+                {"test_accuracy": test_acc, "steps_per_second": result.steps_per_second}, step
+            )
+            tracker.log_artifact(png, "plots")
+            tracker.log_artifact(table, "tables")
+            tracker.log_artifact(labels_path)
+            for f in sorted(train_dir.glob(f"{manager.state.best}.*")):
+                tracker.log_artifact(f, "checkpoint")
+            tracker.log_artifact(labels_path, "checkpoint")
+            from kws_core.tracking import registered_model_name
+
+            name = registered_model_name(t.model_architecture, params.data.wanted_word_list)
+            result.model_version, result.champion = tracker.register(name, result.best_val_accuracy)
+            result.run_id = tracker.run_id
+        metrics = {
+            k: v
+            for k, v in asdict(result).items()
+            if isinstance(v, int | float | str) and not isinstance(v, bool)
+        }
+        metrics["champion"] = result.champion
+        atomic_write_text(reports / "metrics.json", json.dumps(metrics, indent=2, default=str))
+        status = "FINISHED"
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        bar.close()
+        train_writer.close()
+        val_writer.close()
+        if tracker:
+            tracker.finish(status)
