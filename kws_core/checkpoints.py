@@ -119,7 +119,7 @@ def resolve_checkpoint(value: str, train_dir: Path) -> Path:
 
 def restore(ckpt: tf.train.Checkpoint, prefix: Path) -> None:
     try:
-        ckpt.read(str(prefix)).assert_existing_objects_matched()
+        ckpt.read(str(prefix)).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         first = str(e).strip().splitlines()[0][:200]
         raise KwsError(

@@ -89,6 +89,10 @@ def test_failed_validation_exits_1_with_plain_words(tiny_dataset, tmp_path, caps
         (["manifest", "--wanted_words=yes,left"], "wanted word 'left' has no clips"),
         (["validate"], "run `kws manifest` first"),
         (["manifest", "stray"], "unexpected argument 'stray'"),
+        (["train", "--model_architecture=foo"], "model_architecture 'foo' is unknown"),
+        (["train"], "run `kws manifest` first"),
+        (["evaluate", "--test_dir=nope"], "no checkpoint recorded"),
+        (["train", "--profile=missing.yaml"], "missing.yaml: profile not found"),
     ],
 )
 def test_errors_are_one_line_without_traceback(tiny_dataset, tmp_path, argv, needle):

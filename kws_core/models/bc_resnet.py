@@ -32,11 +32,15 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kws_core.models.common import fingerprint_input
 from kws_core.models.settings import ModelSettings
 
 NAME = "bc_resnet"
 SUB_BANDS = 5
 BLOCK_DROPOUT = 0.1
+# PyTorch BatchNorm momentum 0.1 (the reference code) is Keras momentum 0.9: the moving statistics
+# must follow the raw MFCC scale quickly or inference lags far behind training.
+BN_MOMENTUM = 0.9
 STAGE_WIDTHS = (1.0, 1.5, 2.0, 2.5)
 STRIDED_STAGES = (1, 2)
 
@@ -45,12 +49,12 @@ def _sub_spectral_norm(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
     """BatchNorm with separate statistics and affine per (frequency sub-band, channel)."""
     time, freq, channels = x.shape[1:]
     if freq % SUB_BANDS:
-        return layers.BatchNormalization(name=f"{name}_bn")(x)
+        return layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     band = freq // SUB_BANDS
     x = layers.Reshape((time, SUB_BANDS, band, channels), name=f"{name}_split")(x)
     x = layers.Permute((1, 3, 2, 4), name=f"{name}_to_bands")(x)
     x = layers.Reshape((time, band, SUB_BANDS * channels), name=f"{name}_merge")(x)
-    x = layers.BatchNormalization(name=f"{name}_ssn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_ssn")(x)
     x = layers.Reshape((time, band, SUB_BANDS, channels), name=f"{name}_unmerge")(x)
     x = layers.Permute((1, 3, 2, 4), name=f"{name}_from_bands")(x)
     return layers.Reshape((time, freq, channels), name=f"{name}_join")(x)
@@ -70,7 +74,7 @@ def _block(
     shortcut = x
     if widen:
         x = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_expand")(x)
-        x = layers.BatchNormalization(name=f"{name}_expand_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_expand_bn")(x)
         x = layers.ReLU(name=f"{name}_expand_relu")(x)
     # f2: 2D part, depthwise over frequency.
     x = layers.DepthwiseConv2D((1, 3), padding="same", use_bias=False, name=f"{name}_f2")(x)
@@ -84,7 +88,7 @@ def _block(
     x = layers.DepthwiseConv2D(
         (3, 1), dilation_rate=(dilation, 1), padding="same", use_bias=False, name=f"{name}_f1"
     )(x)
-    x = layers.BatchNormalization(name=f"{name}_f1_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_f1_bn")(x)
     x = layers.Activation("swish", name=f"{name}_f1_swish")(x)
     x = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_f1_pw")(x)
     x = layers.SpatialDropout2D(dropout, name=f"{name}_f1_dropout")(x)
@@ -98,12 +102,11 @@ def build(settings: ModelSettings) -> keras.Model:
     time, freq = settings.input_shape
     base = int(settings.bc_resnet_scale * 8)
     dropout = min(settings.dropout_rate, BLOCK_DROPOUT)
-    inputs = keras.Input(shape=(time, freq), name="fingerprint")
-    x = layers.Reshape((time, freq, 1), name="fingerprint_4d")(inputs)
+    inputs, x = fingerprint_input(settings)
     x = layers.Conv2D(
         2 * base, 5, strides=(1, 2), padding="same", use_bias=False, name="head_conv"
     )(x)
-    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="head_bn")(x)
     x = layers.ReLU(name="head_relu")(x)
     for stage, (blocks, width) in enumerate(
         zip(settings.bc_resnet_blocks, STAGE_WIDTHS, strict=True)
@@ -119,7 +122,7 @@ def build(settings: ModelSettings) -> keras.Model:
         (5, kernel_freq), padding="valid", use_bias=False, name="classifier_dw"
     )(x)
     x = layers.Conv2D(4 * base, 1, use_bias=False, name="classifier_pw")(x)
-    x = layers.BatchNormalization(name="classifier_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="classifier_bn")(x)
     x = layers.ReLU(name="classifier_relu")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     logits = layers.Dense(settings.label_count, name="fc")(x)

@@ -11,28 +11,35 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kws_core.models.common import fingerprint_input, tutorial_init
 from kws_core.models.settings import ModelSettings
 
 NAME = "conv"
 
 
-def _weights() -> keras.initializers.Initializer:
-    return keras.initializers.TruncatedNormal(stddev=0.01)
-
-
 def build(settings: ModelSettings) -> keras.Model:
-    time, freq = settings.input_shape
-    inputs = keras.Input(shape=(time, freq), name="fingerprint")
-    x = layers.Reshape((time, freq, 1), name="fingerprint_4d")(inputs)
+    inputs, x = fingerprint_input(settings)
     x = layers.Conv2D(
-        64, (20, 8), padding="same", activation="relu", kernel_initializer=_weights(), name="first"
+        64,
+        (20, 8),
+        padding="same",
+        activation="relu",
+        kernel_initializer=tutorial_init(),
+        name="first",
     )(x)
     x = layers.Dropout(settings.dropout_rate, name="first_dropout")(x)
     x = layers.MaxPooling2D((2, 2), strides=(2, 2), padding="same", name="max_pool")(x)
     x = layers.Conv2D(
-        64, (10, 4), padding="same", activation="relu", kernel_initializer=_weights(), name="second"
+        64,
+        (10, 4),
+        padding="same",
+        activation="relu",
+        kernel_initializer=tutorial_init(),
+        name="second",
     )(x)
     x = layers.Dropout(settings.dropout_rate, name="second_dropout")(x)
     x = layers.Flatten(name="flatten")(x)
-    logits = layers.Dense(settings.label_count, kernel_initializer=_weights(), name="final_fc")(x)
+    logits = layers.Dense(
+        settings.label_count, kernel_initializer=tutorial_init(), name="final_fc"
+    )(x)
     return keras.Model(inputs, logits, name=NAME)

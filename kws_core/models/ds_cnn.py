@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kws_core.models.common import fingerprint_input
 from kws_core.models.settings import ModelSettings
 
 NAME = "ds_cnn"
@@ -27,10 +28,8 @@ def _bn_relu(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
 
 
 def build(settings: ModelSettings) -> keras.Model:
-    time, freq = settings.input_shape
     channels = settings.ds_cnn_channels
-    inputs = keras.Input(shape=(time, freq), name="fingerprint")
-    x = layers.Reshape((time, freq, 1), name="fingerprint_4d")(inputs)
+    inputs, x = fingerprint_input(settings)
     x = layers.Conv2D(
         channels, (10, 4), strides=(2, 2), padding="same", use_bias=False, name="conv_1"
     )(x)

@@ -11,33 +11,31 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kws_core.models.common import fingerprint_input, tutorial_init
 from kws_core.models.settings import ModelSettings
 
 NAME = "low_latency_conv"
 
 
-def _weights() -> keras.initializers.Initializer:
-    return keras.initializers.TruncatedNormal(stddev=0.01)
-
-
 def build(settings: ModelSettings) -> keras.Model:
     time, freq = settings.input_shape
     rate = settings.dropout_rate
-    inputs = keras.Input(shape=(time, freq), name="fingerprint")
-    x = layers.Reshape((time, freq, 1), name="fingerprint_4d")(inputs)
+    inputs, x = fingerprint_input(settings)
     x = layers.Conv2D(
         186,
         (time, min(8, freq)),
         padding="valid",
         activation="relu",
-        kernel_initializer=_weights(),
+        kernel_initializer=tutorial_init(),
         name="first",
     )(x)
     x = layers.Dropout(rate, name="first_dropout")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(128, kernel_initializer=_weights(), name="first_fc")(x)
+    x = layers.Dense(128, kernel_initializer=tutorial_init(), name="first_fc")(x)
     x = layers.Dropout(rate, name="first_fc_dropout")(x)
-    x = layers.Dense(128, kernel_initializer=_weights(), name="second_fc")(x)
+    x = layers.Dense(128, kernel_initializer=tutorial_init(), name="second_fc")(x)
     x = layers.Dropout(rate, name="second_fc_dropout")(x)
-    logits = layers.Dense(settings.label_count, kernel_initializer=_weights(), name="final_fc")(x)
+    logits = layers.Dense(
+        settings.label_count, kernel_initializer=tutorial_init(), name="final_fc"
+    )(x)
     return keras.Model(inputs, logits, name=NAME)

@@ -18,6 +18,7 @@ from typing import Any
 import keras
 from keras import layers, ops
 
+from kws_core.models.common import tutorial_init
 from kws_core.models.settings import ModelSettings
 
 NAME = "low_latency_svdf"
@@ -76,19 +77,17 @@ class SVDF(layers.Layer):
         return {**super().get_config(), "units": self.units, "rank": self.rank}
 
 
-def _weights() -> keras.initializers.Initializer:
-    return keras.initializers.TruncatedNormal(stddev=0.01)
-
-
 def build(settings: ModelSettings) -> keras.Model:
     rate = settings.dropout_rate
     inputs = keras.Input(shape=settings.input_shape, name="fingerprint")
     x = SVDF(UNITS, RANK, name="svdf")(inputs)
     x = layers.ReLU(name="first_relu")(x)
     x = layers.Dropout(rate, name="first_dropout")(x)
-    x = layers.Dense(256, kernel_initializer=_weights(), name="first_fc")(x)
+    x = layers.Dense(256, kernel_initializer=tutorial_init(), name="first_fc")(x)
     x = layers.Dropout(rate, name="first_fc_dropout")(x)
-    x = layers.Dense(256, kernel_initializer=_weights(), name="second_fc")(x)
+    x = layers.Dense(256, kernel_initializer=tutorial_init(), name="second_fc")(x)
     x = layers.Dropout(rate, name="second_fc_dropout")(x)
-    logits = layers.Dense(settings.label_count, kernel_initializer=_weights(), name="final_fc")(x)
+    logits = layers.Dense(
+        settings.label_count, kernel_initializer=tutorial_init(), name="final_fc"
+    )(x)
     return keras.Model(inputs, logits, name=NAME)

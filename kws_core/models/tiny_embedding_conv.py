@@ -10,20 +10,15 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kws_core.models.common import fingerprint_input, tutorial_init
 from kws_core.models.settings import ModelSettings
 
 NAME = "tiny_embedding_conv"
 
 
-def _weights() -> keras.initializers.Initializer:
-    return keras.initializers.TruncatedNormal(stddev=0.01)
-
-
 def build(settings: ModelSettings) -> keras.Model:
-    time, freq = settings.input_shape
     rate = settings.dropout_rate
-    inputs = keras.Input(shape=(time, freq), name="fingerprint")
-    x = layers.Reshape((time, freq, 1), name="fingerprint_4d")(inputs)
+    inputs, x = fingerprint_input(settings)
     for name, strides in (("first", (2, 2)), ("second", (8, 8))):
         x = layers.Conv2D(
             8,
@@ -31,10 +26,12 @@ def build(settings: ModelSettings) -> keras.Model:
             strides=strides,
             padding="same",
             activation="relu",
-            kernel_initializer=_weights(),
+            kernel_initializer=tutorial_init(),
             name=name,
         )(x)
         x = layers.Dropout(rate, name=f"{name}_dropout")(x)
     x = layers.Flatten(name="flatten")(x)
-    logits = layers.Dense(settings.label_count, kernel_initializer=_weights(), name="final_fc")(x)
+    logits = layers.Dense(
+        settings.label_count, kernel_initializer=tutorial_init(), name="final_fc"
+    )(x)
     return keras.Model(inputs, logits, name=NAME)
