@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "train": "train model_architecture on the manifest (tutorial log lines, checkpoints, "
         "TensorBoard, MLflow run)",
         "evaluate": "score a checkpoint on a folder in the official test-set layout",
+        "wav-to-spectrogram": "draw a WAV's spectrogram and the features the model sees (PNG)",
         "run-all": "dataset, manifest, validation and training end to end, then a summary",
     }
     for name, help_ in verbs.items():
@@ -55,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--checkpoint", default="best", help="best (default), latest or a ckpt prefix"
             )
+        if name == "wav-to-spectrogram":
+            p.add_argument("--input_wav", required=True, help="WAV file (any rate/channels)")
+            p.add_argument("--output_png", required=True, help="PNG to write")
         if name in ("train", "run-all"):
             p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     return parser
@@ -149,6 +153,17 @@ def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wav_to_spectrogram(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.features import FeatureSpec
+    from kws_core.spectrogram import wav_to_spectrogram
+
+    notes = wav_to_spectrogram(args.input_wav, args.output_png, FeatureSpec.from_params(params))
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {args.output_png}")
+    return 0
+
+
 def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import format_counts, format_rejected, manifest_step, validate_step
 
@@ -190,6 +205,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
+    "wav-to-spectrogram": cmd_wav_to_spectrogram,
     "run-all": cmd_run_all,
 }
 

@@ -53,3 +53,35 @@ def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str = "
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def plot_spectrogram(
+    times: np.ndarray,
+    freqs: np.ndarray,
+    db: np.ndarray,
+    features: np.ndarray,
+    feature_name: str,
+    path: Path,
+    title: str = "",
+) -> Path:
+    """Two panels: the power spectrogram (dB) and the model's features, time left to right."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7))
+    vmax = float(db.max())
+    im = top.pcolormesh(times, freqs, db, shading="auto", cmap="magma", vmin=vmax - 80, vmax=vmax)
+    top.set_title(f"{title}: spectrogram".strip(": "))
+    top.set_xlabel("time (s)")
+    top.set_ylabel("frequency (Hz)")
+    fig.colorbar(im, ax=top, label="power (dB)")
+    frames, bins = features.shape
+    # Percentile limits: mfcc's c0 would otherwise wash out every other coefficient.
+    lo, hi = np.percentile(features, [2, 98])
+    im2 = bottom.imshow(features.T, origin="lower", aspect="auto", cmap="viridis", vmin=lo, vmax=hi)
+    bottom.set_title(f"what the model sees: {feature_name} ({frames} frames x {bins} bins)")
+    bottom.set_xlabel("frame (window stride)")
+    bottom.set_ylabel("coefficient" if feature_name == "mfcc" else "bin")
+    fig.colorbar(im2, ax=bottom, label=feature_name)
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
