@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         "TensorBoard, MLflow run)",
         "evaluate": "score a checkpoint on a folder in the official test-set layout",
         "wav-to-spectrogram": "draw a WAV's spectrogram and the features the model sees (PNG)",
+        "freeze": "export a checkpoint (start_checkpoint, default best) to SavedModel + float "
+        "TFLite with the front end inside (output_file)",
         "run-all": "dataset, manifest, validation and training end to end, then a summary",
     }
     for name, help_ in verbs.items():
@@ -164,6 +166,17 @@ def cmd_wav_to_spectrogram(params: Params, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_freeze(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.export import export_model
+
+    result = export_model(params, params.train.start_checkpoint or "best")
+    print(f"checkpoint   {result.checkpoint}")
+    print(f"saved model  {result.saved_model}")
+    print(f"tflite float {result.tflite_float}")
+    print(f"labels       {result.labels}")
+    return 0
+
+
 def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import format_counts, format_rejected, manifest_step, validate_step
 
@@ -206,6 +219,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "wav-to-spectrogram": cmd_wav_to_spectrogram,
+    "freeze": cmd_freeze,
     "run-all": cmd_run_all,
 }
 
