@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         "TensorBoard, MLflow run)",
         "evaluate": "score a checkpoint on a folder in the official test-set layout",
         "wav-to-spectrogram": "draw a WAV's spectrogram and the features the model sees (PNG)",
+        "label-wav": "print the top labels of WAV files (or folders) with an exported model",
         "freeze": "export a checkpoint (start_checkpoint, default best) to SavedModel + float "
         "TFLite with the front end inside (output_file)",
         "run-all": "dataset, manifest, validation and training end to end, then a summary",
@@ -61,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "wav-to-spectrogram":
             p.add_argument("--input_wav", required=True, help="WAV file (any rate/channels)")
             p.add_argument("--output_png", required=True, help="PNG to write")
+        if name == "label-wav":
+            p.add_argument("--graph", required=True, help="saved_model folder or .tflite file")
+            p.add_argument("--labels", required=True, help="labels.txt written by kws freeze")
+            p.add_argument("--wav", required=True, nargs="+", help="WAV files or folders")
+            p.add_argument("--how_many_labels", type=int, default=3)
         if name in ("train", "run-all"):
             p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     return parser
@@ -166,6 +172,19 @@ def cmd_wav_to_spectrogram(params: Params, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label_wav(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.label_wav import label_wavs
+
+    results = label_wavs(args.graph, args.labels, args.wav, args.how_many_labels)
+    for r in results:
+        if len(results) > 1:
+            print(f"{r.path}:")
+        for note in r.notes:
+            print(f"note: {note}")
+        print("\n".join(r.lines()))
+    return 0
+
+
 def cmd_freeze(params: Params, args: argparse.Namespace) -> int:
     from kws_core.export import export_model
 
@@ -220,6 +239,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "wav-to-spectrogram": cmd_wav_to_spectrogram,
     "freeze": cmd_freeze,
+    "label-wav": cmd_label_wav,
     "run-all": cmd_run_all,
 }
 
