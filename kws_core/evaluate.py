@@ -17,8 +17,7 @@ from kws_core.config import UNKNOWN_LABEL, Params
 from kws_core.errors import DataError
 from kws_core.features import FeatureSpec
 from kws_core.input_data import features_of, fit_length
-from kws_core.labels import prepare_words_list
-from kws_core.models import ModelSettings, create_model
+from kws_core.models import build_model
 from kws_core.plots import confusion_matrix, format_confusion, plot_confusion
 
 
@@ -46,11 +45,7 @@ def load_model(params: Params, checkpoint: str):
     """Rebuild the configured architecture and restore a checkpoint into it."""
     import tensorflow as tf
 
-    labels = prepare_words_list(params.data.wanted_word_list)
-    spec = FeatureSpec.from_params(params)
-    frames, bins = spec.shape
-    settings = ModelSettings.from_params(params, len(labels), frames, bins)
-    model = create_model(params.train.model_architecture, settings)
+    model, labels, spec = build_model(params)
     prefix = resolve_checkpoint(checkpoint, params.resolve(params.train.train_dir))
     restore(tf.train.Checkpoint(model=model), prefix)
     return model, labels, spec, prefix

@@ -59,14 +59,10 @@ def format_rejected(rejected: pd.DataFrame, limit: int = 10) -> list[str]:
 
 def train_step(params: Params, progress: bool = True, track: bool = True):
     """Train on the manifest written by manifest_step (the data must be where it was)."""
-    from kws_core.errors import ConfigError
-    from kws_core.models import model_names
+    from kws_core.models import check_architecture
     from kws_core.train import train
 
-    arch = params.train.model_architecture
-    if arch not in model_names():
-        known = ", ".join(model_names())
-        raise ConfigError(f"train.model_architecture {arch!r} is unknown; choose one of: {known}")
+    check_architecture(params.train.model_architecture)  # before the manifest is read
     manifest = load_manifest(manifest_path(params))
     data_dir = params.resolve(params.data.data_dir)
     return train(params, manifest, data_dir, progress=progress, track=track)

@@ -17,10 +17,9 @@ from kws_core.atomic import atomic_write_text
 from kws_core.checkpoints import CheckpointManager, resolve_checkpoint, restore
 from kws_core.config import Params, write_params
 from kws_core.errors import KwsError
-from kws_core.features import FeatureSpec
 from kws_core.input_data import AudioProcessor
-from kws_core.labels import prepare_words_list, write_labels
-from kws_core.models import ModelSettings, create_model, model_summary
+from kws_core.labels import write_labels
+from kws_core.models import build_model, model_summary
 from kws_core.plots import confusion_matrix, confusion_table, format_confusion, plot_confusion
 
 
@@ -94,11 +93,7 @@ def train(
     say = log or (lambda msg: tqdm.write(msg))
     t = params.train
     tf.keras.utils.set_random_seed(t.seed)
-    labels = prepare_words_list(params.data.wanted_word_list)
-    spec = FeatureSpec.from_params(params)
-    frames, bins = spec.shape
-    settings = ModelSettings.from_params(params, len(labels), frames, bins)
-    model = create_model(t.model_architecture, settings)
+    model, labels, spec = build_model(params)
     summary = model_summary(model)
     processor = AudioProcessor(
         manifest, data_dir, labels, spec, params.augment, seed=t.seed, progress=progress

@@ -55,14 +55,33 @@ def model_names() -> list[str]:
     return list(MODELS)
 
 
-def create_model(name: str, settings: ModelSettings) -> keras.Model:
-    """Build architecture `name` for `settings`; an unknown name is a one-line ConfigError."""
-    builder = MODELS.get(name)
-    if builder is None:
+def check_architecture(name: str) -> None:
+    """An unknown name is a one-line ConfigError listing the known ones."""
+    if name not in MODELS:
         raise ConfigError(
             f"model_architecture {name!r} is unknown; choose one of: {', '.join(MODELS)}"
         )
-    return builder(settings)
+
+
+def create_model(name: str, settings: ModelSettings) -> keras.Model:
+    """Build architecture `name` for `settings`."""
+    check_architecture(name)
+    return MODELS[name](settings)
+
+
+def build_model(params):
+    """The configured model for the configured words and features: (model, labels, spec).
+
+    Training, evaluation and export all build it here, so they cannot drift apart.
+    """
+    from kws_core.features import FeatureSpec
+    from kws_core.labels import prepare_words_list
+
+    labels = prepare_words_list(params.data.wanted_word_list)
+    spec = FeatureSpec.from_params(params)
+    frames, bins = spec.shape
+    settings = ModelSettings.from_params(params, len(labels), frames, bins)
+    return create_model(params.train.model_architecture, settings), labels, spec
 
 
 def _macs(layer: keras.layers.Layer) -> int:
