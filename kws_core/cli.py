@@ -46,9 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate": "score a checkpoint on a folder in the official test-set layout",
         "wav-to-spectrogram": "draw a WAV's spectrogram and the features the model sees (PNG)",
         "label-wav": "print the top labels of WAV files (or folders) with an exported model",
-        "freeze": "export a checkpoint (start_checkpoint, default best) to SavedModel + float "
-        "TFLite with the front end inside (output_file)",
-        "run-all": "dataset, manifest, validation and training end to end, then a summary",
+        "freeze": "export a checkpoint (start_checkpoint, default best) to SavedModel, TFLite "
+        "float and int8 with the front end inside, or features_outside (output_file)",
+        "run-all": "dataset, manifest, validation, training and export end to end, then a summary",
     }
     for name, help_ in verbs.items():
         p = sub.add_parser(name, help=help_, description=help_, epilog=epilog, parents=[common])
@@ -186,14 +186,23 @@ def cmd_label_wav(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_freeze(params: Params, args: argparse.Namespace) -> int:
-    from kws_core.export import export_model
+    from kws_core.steps import freeze_step
 
-    result = export_model(params, params.train.start_checkpoint or "best")
-    print(f"checkpoint   {result.checkpoint}")
-    print(f"saved model  {result.saved_model}")
-    print(f"tflite float {result.tflite_float}")
-    print(f"labels       {result.labels}")
+    _print_export(params, freeze_step(params, progress=not args.no_progress))
     return 0
+
+
+def _print_export(params: Params, result) -> None:
+    kind = "features" if params.export.features_outside else "PCM"
+    print(f"checkpoint   {result.checkpoint}")
+    print(f"input        {kind} ({result.meta})")
+    for name, size in result.sizes.items():
+        print(f"{name:<20} {_size(size):>9}  {result.out_dir / name}")
+    print(f"labels       {result.labels}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
@@ -225,6 +234,18 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     print("\n== kws run-all results ==")
     print(f"data quality: PASSED; manifest {out.paths['manifest']}")
     _print_train(result)
+    from kws_core.steps import freeze_step
+
+    print("\n== export ==")
+    exported = freeze_step(params, progress=progress)
+    _print_export(params, exported)
+    word = params.data.wanted_word_list[0]
+    first = sorted(params.resolve(params.data.data_dir).glob(f"{word}/*.wav"))[:1]
+    example = first[0] if first else "FILE.wav"
+    print(
+        f"try it: kws label-wav --graph {exported.tflite_int8 or exported.tflite_float} "
+        f"--labels {exported.labels} --wav {example}"
+    )
     print(f"mlflow store  {params.train.mlflow_tracking_uri} (mlflow ui --backend-store-uri ...)")
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -251,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # TFLite converter deprecation chatter, not the user's concern
+        logging.getLogger("absl").setLevel(logging.ERROR)
     try:
         params = _load(args, overrides)
         return COMMANDS[args.command](params, args)

@@ -171,6 +171,9 @@ class TrainConfig(_Section):
     train_dir: str = Field("results/speech_commands_train", description="checkpoints")
     start_checkpoint: str = Field("", description="checkpoint to resume from")
     check_nans: bool = Field(False, description="abort at the first NaN/Inf")
+    normalize_features: bool = Field(
+        True, description="scale each feature bin by training mean/std (int8 needs it)"
+    )
     seed: int = Field(0, description="seed for weights and batch order")
     mlflow_tracking_uri: str = Field(
         "sqlite:///results/mlflow.db", description="MLflow store (relative paths: from params.yaml)"

@@ -1,26 +1,47 @@
-"""Export a trained checkpoint to deployable models with the feature front end inside.
+"""Export a trained checkpoint to deployable models (`kws freeze`).
 
-The exported models take raw 16-bit PCM (as float in [-1, 1] or int16) and return label scores;
-the front end is built from TFLite builtin ops, so no DecodeWav/AudioSpectrogram/Mfcc ops remain.
-`export.json` records the feature params so a mismatch at load time is a clear error.
+One export folder holds:
+
+* `saved_model/`: serving signature `serving_default` (float PCM in [-1, 1]) and `pcm_int16`
+  (raw 16-bit samples), both returning softmax scores;
+* `model_float.tflite`: the same graph, TFLite builtin ops only (no DecodeWav / AudioSpectrogram /
+  Mfcc), float PCM [1, samples] in;
+* `model_int8.tflite` (export.quantize): int16 PCM in, float scores out; the front end and the
+  per-bin feature normalisation run in float (RFFT and LOG have no int8 kernels, and one int8
+  scale cannot hold raw log-energies), every layer of the network runs in int8, calibrated on
+  augmented clips of the training partition;
+* `labels.txt` and `export.json` (feature params, normalisation, labels, every model's input and
+  output), which the loaders check so that a mismatch is a clear error, not wrong scores.
+
+With `features_outside` the models take normalised features `(features - mean) / std` of shape
+[1, frames, bins] instead of PCM, for microcontrollers that run their own front end (the TFLite
+Micro frontend for `preprocess: micro`); the int8 model is then full-integer: int8 in, int8 out.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from kws_core.atomic import atomic_dir
 from kws_core.config import Params
+from kws_core.errors import ConfigError
 from kws_core.evaluate import load_model
 from kws_core.features import FeatureSpec, compute_features
 from kws_core.labels import write_labels
+from kws_core.models.normalization import split
 
 EXPORT_META = "export.json"
+META_FORMAT = 2
+FLOAT_TFLITE = "model_float.tflite"
+INT8_TFLITE = "model_int8.tflite"
+# Ops under this name scope stay float in the int8 model (see the module docstring).
+FRONT_END_SCOPE = "kws_front_end"
 
 
 @dataclass
@@ -28,73 +49,196 @@ class ExportResult:
     out_dir: Path
     saved_model: Path
     tflite_float: Path
+    tflite_int8: Path | None
     labels: Path
     meta: Path
     checkpoint: Path
-
-
-class PcmClassifier(tf.Module):
-    """Raw PCM [batch, desired_samples] float32 -> softmax scores [batch, labels]."""
-
-    def __init__(self, model, spec: FeatureSpec) -> None:
-        super().__init__()
-        self.model = model
-        self.spec = spec
-
-    @tf.function
-    def __call__(self, pcm):
-        features = compute_features(pcm, self.spec)
-        return tf.nn.softmax(self.model(features, training=False))
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 def export_model(
-    params: Params, checkpoint: str = "best", out_dir: Path | None = None
+    params: Params,
+    checkpoint: str = "best",
+    out_dir: Path | None = None,
+    manifest: pd.DataFrame | None = None,
+    progress: bool = False,
 ) -> ExportResult:
-    """Write SavedModel + TFLite float + labels + export.json into out_dir (atomically)."""
+    """Write the export folder (see the module docstring) atomically; returns where it is."""
+    ex = params.export
     model, labels, spec, prefix = load_model(params, checkpoint)
-    out = out_dir or params.resolve(params.export.output_file)
-    classifier = PcmClassifier(model, spec)
-    sig = classifier.__call__.get_concrete_function(
-        tf.TensorSpec([None, spec.desired_samples], tf.float32, name="pcm")
+    if spec.preprocess == "micro" and not ex.features_outside:
+        raise ConfigError(
+            "features.preprocess: micro uses the TFLite Micro frontend op, which TFLite builtins "
+            "cannot run; export with --features_outside=true (the device runs the frontend)"
+        )
+    norm, body = split(model)
+    out = out_dir or params.resolve(ex.output_file)
+    calibration = (
+        _calibration_audio(params, labels, spec, manifest, progress) if ex.quantize else None
     )
+    graphs = ExportGraphs(norm, body, spec, ex.features_outside)
     with atomic_dir(out) as tmp:
         tf.saved_model.save(
-            classifier, str(tmp / "saved_model"), signatures={"serving_default": sig}
+            graphs.module(), str(tmp / "saved_model"), signatures=graphs.signatures()
         )
-        one = tf.function(
-            lambda pcm: tf.nn.softmax(model(compute_features(pcm, spec), training=False)),
-            input_signature=[tf.TensorSpec([1, spec.desired_samples], tf.float32, name="pcm")],
-        )
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([one.get_concrete_function()])
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        (tmp / "model_float.tflite").write_bytes(converter.convert())
+        (tmp / FLOAT_TFLITE).write_bytes(graphs.tflite_float())
+        if calibration is not None:
+            (tmp / INT8_TFLITE).write_bytes(graphs.tflite_int8(calibration))
         write_labels(labels, tmp / "labels.txt")
         meta = {
-            "features": spec.to_dict(),
-            "labels": labels,
+            "format": META_FORMAT,
             "architecture": params.train.model_architecture,
             "checkpoint": str(prefix),
-            "input": "pcm float32 [-1, 1], shape [batch, desired_samples]",
+            "labels": labels,
+            "features": spec.to_dict(),
+            "input": "features" if ex.features_outside else "pcm",
+            "normalization": {
+                "mean": [float(v) for v in norm.mean.numpy()],
+                "std": [float(1.0 / v) for v in norm.inv_std.numpy()],
+            },
+            "representative_examples": ex.representative_examples if ex.quantize else 0,
+            "models": {
+                name: _io_of(tmp / name)
+                for name in (FLOAT_TFLITE, INT8_TFLITE)
+                if (tmp / name).exists()
+            },
         }
         (tmp / EXPORT_META).write_text(json.dumps(meta, indent=2))
+    sizes = {
+        p.name: _size(p)
+        for p in (out / "saved_model", out / FLOAT_TFLITE, out / INT8_TFLITE)
+        if p.exists()
+    }
     return ExportResult(
         out_dir=out,
         saved_model=out / "saved_model",
-        tflite_float=out / "model_float.tflite",
+        tflite_float=out / FLOAT_TFLITE,
+        tflite_int8=out / INT8_TFLITE if ex.quantize else None,
         labels=out / "labels.txt",
         meta=out / EXPORT_META,
         checkpoint=prefix,
+        sizes=sizes,
     )
 
 
-def tflite_scores(path: Path, pcm: np.ndarray) -> np.ndarray:
-    """Run a float TFLite export clip by clip (its batch is fixed at 1)."""
+class ExportGraphs:
+    """The export's TensorFlow functions, PCM-in or features-in."""
+
+    def __init__(self, norm, body, spec: FeatureSpec, features_outside: bool) -> None:
+        self.norm, self.body, self.spec = norm, body, spec
+        self.features_outside = features_outside
+
+    def scores_from_pcm(self, pcm):
+        with tf.name_scope(FRONT_END_SCOPE):
+            if pcm.dtype == tf.int16:
+                pcm = tf.cast(pcm, tf.float32) / 32768.0
+            y = self.norm(compute_features(pcm, self.spec))
+        return tf.nn.softmax(self.body(y, training=False))
+
+    def scores_from_features(self, features):
+        return tf.nn.softmax(self.body(features, training=False))
+
+    def input_spec(self, batch: int | None, dtype=tf.float32) -> tf.TensorSpec:
+        if self.features_outside:
+            return tf.TensorSpec([batch, *self.spec.shape], dtype, name="features")
+        return tf.TensorSpec([batch, self.spec.desired_samples], dtype, name="pcm")
+
+    def function(self, batch: int | None, dtype=tf.float32):
+        fn = self.scores_from_features if self.features_outside else self.scores_from_pcm
+        return tf.function(fn, input_signature=[self.input_spec(batch, dtype)])
+
+    def module(self) -> tf.Module:
+        module = tf.Module()
+        module.norm, module.body = self.norm, self.body  # tracked, so the weights are saved
+        return module
+
+    def signatures(self) -> dict:
+        sigs = {"serving_default": self.function(None).get_concrete_function()}
+        if not self.features_outside:
+            sigs["pcm_int16"] = self.function(None, tf.int16).get_concrete_function()
+        return sigs
+
+    def _converter(self, dtype=tf.float32) -> tf.lite.TFLiteConverter:
+        # A concrete function with batch 1: what devices run, and what every converter supports.
+        fn = self.function(1, dtype)
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return conv
+
+    def tflite_float(self) -> bytes:
+        return self._converter().convert()
+
+    def tflite_int8(self, audio: np.ndarray) -> bytes:
+        if self.features_outside:
+            conv = self._converter()
+            feats = self.norm(compute_features(tf.constant(audio), self.spec)).numpy()
+            conv.representative_dataset = lambda: ([f[None]] for f in feats)
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            return conv.convert()
+        pcm = np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        conv = self._converter(tf.int16)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([c[None]] for c in pcm)
+        conv.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+        front_end = [
+            t["name"]
+            for t in tf.lite.Interpreter(
+                model_content=self._converter(tf.int16).convert()
+            ).get_tensor_details()
+            if FRONT_END_SCOPE in t["name"]
+        ]
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=conv,
+            debug_dataset=conv.representative_dataset,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=front_end),
+        )
+        return debugger.get_nondebug_quantized_model()
+
+
+def _calibration_audio(params, labels, spec, manifest, progress) -> np.ndarray:
+    from kws_core.input_data import AudioProcessor
+    from kws_core.manifest import load_manifest
+    from kws_core.steps import manifest_path
+
+    if manifest is None:
+        manifest = load_manifest(manifest_path(params))
+    proc = AudioProcessor(
+        manifest,
+        params.resolve(params.data.data_dir),
+        labels,
+        spec,
+        params.augment,
+        seed=params.train.seed,
+        progress=progress,
+    )
+    return proc.augmented_audio(params.export.representative_examples)
+
+
+def _io_of(path: Path) -> dict:
+    """Input/output dtype, shape and quantisation of a TFLite model, for export.json."""
     interp = tf.lite.Interpreter(model_path=str(path))
-    interp.allocate_tensors()
-    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
-    out = []
-    for clip in pcm:
-        interp.set_tensor(inp["index"], clip[None, :].astype(np.float32))
-        interp.invoke()
-        out.append(interp.get_tensor(outp["index"])[0])
-    return np.stack(out)
+
+    def desc(d: dict) -> dict:
+        scale, zero = d["quantization"]
+        out = {"dtype": np.dtype(d["dtype"]).name, "shape": [int(v) for v in d["shape"]]}
+        if scale:
+            out["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
+        return out
+
+    return {
+        "input": desc(interp.get_input_details()[0]),
+        "output": desc(interp.get_output_details()[0]),
+        "bytes": path.stat().st_size,
+    }
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

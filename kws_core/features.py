@@ -188,6 +188,14 @@ class FeatureSpec:
         )
         return out
 
+    def describe(self) -> str:
+        """One line naming the settings that decide the input shape."""
+        return (
+            f"{self.preprocess} {self.feature_bin_count} bins, {self.sample_rate} Hz, "
+            f"{self.clip_duration_ms} ms clips, window {self.window_size_ms}/"
+            f"{self.window_stride_ms} ms"
+        )
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
         """Rebuild from `to_dict()` output; derived sizes, if present, must agree."""

@@ -139,6 +139,31 @@ class AudioProcessor:
     # ---------------------------------------------------------------- training batches
     def training_dataset(self, batch_size: int, first_step: int, last_step: int) -> tf.data.Dataset:
         """Batches of (features, labels) for steps first_step..last_step (1-based, inclusive)."""
+        make_audio = self._audio_batch_fn(batch_size)
+        spec = self.spec
+
+        def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            x, y = make_audio(step)
+            return compute_features(x, spec), y
+
+        steps = tf.data.Dataset.range(first_step, last_step + 1)
+        return steps.map(
+            make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        ).prefetch(2)
+
+    def augmented_audio(self, count: int, batch_size: int = 100) -> np.ndarray:
+        """`count` augmented training clips (float PCM), from steps training never draws.
+
+        The int8 export calibrates on these: the same mixture of words, silence, shifts and
+        background noise the model saw in training.
+        """
+        make_audio = self._audio_batch_fn(batch_size)
+        batches = -(-count // batch_size)
+        out = [make_audio(tf.constant(-1000 - b, tf.int64))[0].numpy() for b in range(batches)]
+        return np.concatenate(out)[:count]
+
+    def _audio_batch_fn(self, batch_size: int):
+        """step -> (augmented float audio [batch, samples], labels), keyed by (seed, step)."""
         train = self.sets["training"]
         spec, aug = self.spec, self.augment
         n = spec.desired_samples
@@ -185,12 +210,17 @@ class AudioProcessor:
                 volume = tf.random.stateless_uniform([batch_size], keys[5]) * aug.background_volume
                 volume = tf.where(use, volume, 0.0)
                 x = tf.clip_by_value(x + bg * volume[:, None], -1.0, 1.0)
-            return compute_features(x, spec), y
+            return x, y
 
-        steps = tf.data.Dataset.range(first_step, last_step + 1)
-        return steps.map(
-            make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        ).prefetch(2)
+        return make_batch
+
+    def feature_stats(self, batch_size: int, batches: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin mean and std of augmented training features (what the model will see)."""
+        from kws_core.models.normalization import feature_stats
+
+        # Negative step ids: batches of the same distribution that training itself never draws.
+        data = self.training_dataset(batch_size, -batches, -1)
+        return feature_stats(x.numpy() for x, _ in data)
 
     # ---------------------------------------------------------------- evaluation sets
     def features(self, partition: str, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:

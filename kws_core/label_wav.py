@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from kws_core.errors import DataError, KwsError
-from kws_core.export import EXPORT_META, tflite_scores
-from kws_core.features import FeatureSpec
-from kws_core.labels import read_labels
+from kws_core.errors import DataError
+from kws_core.exported import ExportedModel
 from kws_core.spectrogram import load_any_wav
 
 
@@ -23,14 +20,6 @@ class Labelled:
 
     def lines(self) -> list[str]:
         return [f"{label} (score = {score:.5f})" for label, score in self.top]
-
-
-def _meta_for(graph: Path) -> FeatureSpec:
-    for folder in (graph.parent, graph.parent.parent) if graph.is_dir() else (graph.parent,):
-        meta = folder / EXPORT_META
-        if meta.exists():
-            return FeatureSpec.from_dict(json.loads(meta.read_text())["features"])
-    raise KwsError(f"{graph}: no {EXPORT_META} next to the model; export it with `kws freeze`")
 
 
 def loudest_window(x: np.ndarray, n: int, hop: int) -> tuple[np.ndarray, int]:
@@ -60,11 +49,8 @@ def wav_files(inputs: list[str]) -> list[Path]:
 def label_wavs(
     graph: str | Path, labels_path: str | Path, inputs: list[str], how_many_labels: int = 3
 ) -> list[Labelled]:
-    graph = Path(graph)
-    if not graph.exists():
-        raise KwsError(f"--graph {graph}: no such model (a saved_model folder or a .tflite file)")
-    labels = read_labels(labels_path)
-    spec = _meta_for(graph)
+    model = ExportedModel.load(graph, labels_path)
+    spec, labels = model.spec, model.labels
     batch, found = [], []
     for f in wav_files(inputs):
         wav = load_any_wav(f, spec.sample_rate)
@@ -77,18 +63,7 @@ def label_wavs(
             )
         batch.append(clip)
         found.append((f, notes))
-    pcm = np.stack(batch).astype(np.float32)
-    if graph.suffix == ".tflite":
-        scores = tflite_scores(graph, pcm)
-    else:
-        import tensorflow as tf
-
-        fn = tf.saved_model.load(str(graph)).signatures["serving_default"]
-        scores = list(fn(pcm=tf.constant(pcm)).values())[0].numpy()
-    if scores.shape[1] != len(labels):
-        raise KwsError(
-            f"--labels {labels_path} has {len(labels)} labels, the model {scores.shape[1]}"
-        )
+    scores = model.scores(np.stack(batch).astype(np.float32))
     out = []
     for (f, notes), s in zip(found, scores, strict=True):
         order = np.argsort(-s)[:how_many_labels]

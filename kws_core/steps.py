@@ -66,3 +66,13 @@ def train_step(params: Params, progress: bool = True, track: bool = True):
     manifest = load_manifest(manifest_path(params))
     data_dir = params.resolve(params.data.data_dir)
     return train(params, manifest, data_dir, progress=progress, track=track)
+
+
+def freeze_step(params: Params, progress: bool = True):
+    """Export the best checkpoint of train_step (or train.start_checkpoint) as `kws freeze`."""
+    from kws_core.export import export_model
+
+    manifest = load_manifest(manifest_path(params)) if params.export.quantize else None
+    return export_model(
+        params, params.train.start_checkpoint or "best", manifest=manifest, progress=progress
+    )

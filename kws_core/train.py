@@ -20,6 +20,7 @@ from kws_core.errors import KwsError
 from kws_core.input_data import AudioProcessor
 from kws_core.labels import write_labels
 from kws_core.models import build_model, model_summary
+from kws_core.models.normalization import split
 from kws_core.plots import confusion_matrix, confusion_table, format_confusion, plot_confusion
 
 
@@ -115,6 +116,9 @@ def train(
     start = 0
     if not t.start_checkpoint:
         manager.reset()  # a fresh run: forget an earlier run's best and latest
+        if t.normalize_features:
+            norm, _ = split(model)
+            norm.set_stats(*processor.feature_stats(t.batch_size))
     else:
         prefix = resolve_checkpoint(t.start_checkpoint, train_dir)
         restore(ckpt, prefix)

@@ -20,14 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 
 
-def tone(seed: str, n: int = 16000, rate: int = 16000) -> np.ndarray:
-    """A short distinct tone burst in silence, deterministic for `seed`."""
+def tone(seed: str, n: int = 16000, rate: int = 16000, freq: float | None = None) -> np.ndarray:
+    """A short tone burst in silence, deterministic for `seed` (its pitch too, unless `freq`)."""
     h = int(hashlib.sha1(seed.encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng(h)
     x = 0.001 * rng.standard_normal(n)
     start, length = rng.integers(0, n // 2), n // 3
     t = np.arange(length) / rate
-    x[start : start + length] += 0.3 * np.sin(2 * np.pi * (200 + h % 800) * t)
+    pitch = (200 + h % 800) if freq is None else freq * (1 + 0.03 * rng.standard_normal())
+    x[start : start + length] += 0.3 * np.sin(2 * np.pi * pitch * t)
     return x.astype(np.float32)
 
 
@@ -40,13 +41,20 @@ def write_clip(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
 
 
 def build_tiny_dataset(
-    root: Path, words: list[str], speakers: int, utterances: int = 1, noise: bool = True
+    root: Path,
+    words: list[str],
+    speakers: int,
+    utterances: int = 1,
+    noise: bool = True,
+    learnable: bool = False,
 ) -> Path:
+    """Tone clips in the Speech Commands layout; `learnable` gives each word its own pitch."""
     for s in range(speakers):
         spk = hashlib.sha1(f"spk{s}".encode()).hexdigest()[:8]
-        for w in words:
+        for i, w in enumerate(words):
+            freq = 300.0 * 1.5**i if learnable else None
             for n in range(utterances):
-                write_clip(root / w / f"{spk}_nohash_{n}.wav", tone(f"{w}{spk}{n}"))
+                write_clip(root / w / f"{spk}_nohash_{n}.wav", tone(f"{w}{spk}{n}", freq=freq))
     if noise:
         rng = np.random.default_rng(0)
         write_clip(

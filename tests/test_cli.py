@@ -62,6 +62,12 @@ def test_run_all_on_a_local_data_dir(tiny_dataset, tmp_path, capsys):
     assert summary["counts"]["total"]["total"] == len(m)
     assert (tmp_path / "results/manifest/data_docs/index.html").exists()
     assert json.loads((tmp_path / "results/manifest/quality_metrics.json").read_text())["passed"]
+    # ... and exports, then shows how to label a clip with the int8 model it wrote.
+    export = tmp_path / "results/frozen/model"
+    assert (export / "model_int8.tflite").exists() and (export / "saved_model").is_dir()
+    hint = next(line for line in out.splitlines() if line.startswith("try it: kws label-wav"))
+    assert main(hint.removeprefix("try it: kws ").split()) == 0
+    assert "(score = " in capsys.readouterr().out
 
 
 def test_overrides_reach_the_steps(tiny_dataset, tmp_path):

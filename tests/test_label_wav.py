@@ -24,7 +24,7 @@ def exported(tmp_path_factory):
     p = params_for(root, how_many_training_steps="6,2", output_file=str(root / "export"))
     manifest = build_manifest(p.data, data, progress=False).manifest
     train(p, manifest, data, progress=False, log=lambda _m: None, track=False)
-    return export_model(p, "best"), data
+    return export_model(p, "best", manifest=manifest), data
 
 
 def test_loudest_window_finds_the_burst():

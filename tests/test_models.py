@@ -373,3 +373,44 @@ def test_float_tflite_with_builtin_ops_matches_keras(name):
         want = model(x, training=False).numpy()
         assert np.abs(want).max() > 0.05  # outputs large enough for the comparison to mean much
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_feature_normalization_stats_and_layer():
+    from kws_core.models.normalization import FeatureNormalization, feature_stats
+
+    rng = np.random.default_rng(0)
+    batches = [rng.normal([-250.0, 3.0, 0.0], [20.0, 2.0, 0.0], (4, 7, 3)) for _ in range(5)]
+    mean, std = feature_stats(iter(batches))
+    flat = np.concatenate(batches).reshape(-1, 3)
+    np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, flat.std(0), rtol=1e-4, atol=1e-6)
+    layer = FeatureNormalization()
+    x = np.asarray(batches[0], np.float32)
+    layer.build(x.shape)
+    assert layer.is_identity
+    np.testing.assert_allclose(layer(x).numpy(), x)
+    layer.set_stats(mean, std)
+    y = layer(x).numpy()
+    assert not layer.is_identity
+    np.testing.assert_allclose(y[..., :2], ((x - mean) / std)[..., :2], rtol=1e-4, atol=1e-4)
+    assert np.all(np.isfinite(y))  # the constant bin is floored, not divided by zero
+
+
+def test_training_sets_normalization_unless_switched_off(tmp_path):
+    from kws_core.evaluate import load_model
+    from kws_core.manifest import build_manifest
+    from kws_core.models.normalization import split
+    from kws_core.train import train
+    from tests.conftest import build_tiny_dataset
+    from tests.test_train import params_for
+
+    data = build_tiny_dataset(tmp_path / "data", ["yes", "no"], 12)
+    for on in (True, False):
+        p = params_for(tmp_path / str(on), data_dir=str(data), normalize_features=on)
+        manifest = build_manifest(p.data, data, progress=False).manifest
+        train(p, manifest, data, progress=False, log=lambda _m: None, track=False)
+        model, *_ = load_model(p, "best")
+        norm, _ = split(model)
+        assert norm.is_identity is (not on)
+        if on:  # mfcc coefficient 0 is a negative log-energy far from the others
+            assert norm.mean.numpy()[0] < -5 < norm.mean.numpy()[1]

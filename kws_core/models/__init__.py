@@ -29,6 +29,7 @@ from kws_core.models import (
     tiny_conv,
     tiny_embedding_conv,
 )
+from kws_core.models.normalization import with_normalization
 from kws_core.models.settings import ModelSettings
 
 __all__ = ["MODELS", "ModelSettings", "create_model", "model_names", "model_summary"]
@@ -81,7 +82,8 @@ def build_model(params):
     spec = FeatureSpec.from_params(params)
     frames, bins = spec.shape
     settings = ModelSettings.from_params(params, len(labels), frames, bins)
-    return create_model(params.train.model_architecture, settings), labels, spec
+    body = create_model(params.train.model_architecture, settings)
+    return with_normalization(body), labels, spec
 
 
 def _macs(layer: keras.layers.Layer) -> int:

@@ -1,0 +1,127 @@
+"""Model file sizes and single-clip latency of every architecture's exports, in one run.
+
+    .venv/bin/python bench/export_latency.py --runs 200 --out bench/results/export_latency.json
+
+For each architecture: build it for the default params (12 labels, mfcc 98x40; weights as
+initialised: size and speed do not depend on training), convert it as `kws freeze` does
+(SavedModel, TFLite float, TFLite int8 calibrated on noise clips) and time one clip through each
+`--runs` times after a warm-up, reporting the median and the 10th-90th percentile spread. TFLite
+runs with the interpreter's default CPU settings (XNNPACK delegate for float, 1 thread),
+the SavedModel through its serving signature (TensorFlow eager call, all cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _time(fn, runs: int) -> dict[str, float]:
+    for _ in range(max(runs // 10, 5)):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    p10, p50, p90 = np.percentile(times, [10, 50, 90])
+    return {"median_ms": round(p50, 3), "p10_ms": round(p10, 3), "p90_ms": round(p90, 3)}
+
+
+def _tflite_runner(content: bytes, clip: np.ndarray | None):
+    import tensorflow as tf
+
+    interp = tf.lite.Interpreter(model_content=content)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    if clip is None:  # features in: any int8 frame will do for timing
+        x = np.zeros(inp["shape"], np.dtype(inp["dtype"]))
+    else:
+        x = clip[None].astype(np.float32)
+    if np.dtype(inp["dtype"]) == np.int16:
+        x = np.round(x * 32767).astype(np.int16)
+
+    def run() -> None:
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+
+    return run
+
+
+def bench_arch(arch: str, runs: int, calib: np.ndarray) -> dict:
+    import tensorflow as tf
+
+    from kws_core.config import load_params
+    from kws_core.export import ExportGraphs
+    from kws_core.models import build_model, model_summary
+    from kws_core.models.normalization import split
+
+    params = load_params(None, {"model_architecture": arch})
+    model, labels, spec = build_model(params)
+    norm, body = split(model)
+    graphs = ExportGraphs(norm, body, spec, features_outside=False)
+    fl, q = graphs.tflite_float(), graphs.tflite_int8(calib)
+    # What a microcontroller runs: the full-integer network alone, features in.
+    q_net = ExportGraphs(norm, body, spec, features_outside=True).tflite_int8(calib)
+    with tempfile.TemporaryDirectory() as tmp:
+        sm_dir = Path(tmp) / "saved_model"
+        tf.saved_model.save(graphs.module(), str(sm_dir), signatures=graphs.signatures())
+        sm_bytes = sum(p.stat().st_size for p in sm_dir.rglob("*") if p.is_file())
+        serve = tf.saved_model.load(str(sm_dir)).signatures["serving_default"]
+        clip = tf.constant(calib[:1])
+        sm = _time(lambda: serve(pcm=clip), runs)
+    row = {
+        "arch": arch,
+        "params": model_summary(model)["params"],
+        "saved_model_bytes": sm_bytes,
+        "tflite_float_bytes": len(fl),
+        "tflite_int8_bytes": len(q),
+        "saved_model": sm,
+        "tflite_float": _time(_tflite_runner(fl, calib[0]), runs),
+        "tflite_int8": _time(_tflite_runner(q, calib[0]), runs),
+        "tflite_int8_features_in_bytes": len(q_net),
+        "tflite_int8_features_in": _time(_tflite_runner(q_net, None), runs),
+    }
+    print(
+        f"{arch:<20} sizes MB sm {sm_bytes / 1e6:.2f} float {len(fl) / 1e6:.2f} "
+        f"int8 {len(q) / 1e6:.2f} | median ms sm {sm['median_ms']:.2f} "
+        f"float {row['tflite_float']['median_ms']:.2f} int8 {row['tflite_int8']['median_ms']:.2f} "
+        f"int8 features-in {row['tflite_int8_features_in']['median_ms']:.3f}",
+        flush=True,
+    )
+    return row
+
+
+def main() -> None:
+    from kws_core.models import model_names
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--archs", default=",".join(model_names()))
+    ap.add_argument("--out", default="bench/results/export_latency.json")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    calib = (0.05 * rng.standard_normal((50, 16000))).astype(np.float32)
+    rows = [bench_arch(a, args.runs, calib) for a in args.archs.split(",")]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    history = json.loads(out.read_text()) if out.exists() else []
+    history.append(
+        {
+            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": platform.platform(),
+            "runs": args.runs,
+            "rows": rows,
+        }
+    )
+    out.write_text(json.dumps(history, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Per-bin feature normalisation in front of every architecture.
+
+Raw MFCCs span very different ranges (coefficient 0 sits near -250, the rest within +-10), so one
+int8 scale for the whole input cannot hold them: naive post-training quantisation of the default
+model lost 19 points. Normalising each feature bin with the training set's mean and standard
+deviation fixes that and helps optimisation too. The statistics are non-trainable weights, so
+they live in every checkpoint and travel with the model into every export.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+NAME = "feature_norm"
+MIN_STD = 1e-3  # a constant bin (e.g. a silent band) must not blow up
+
+
+@keras.saving.register_keras_serializable(package="kws")
+class FeatureNormalization(keras.layers.Layer):
+    """(x - mean) / std per feature bin; identity until `set_stats` is called."""
+
+    def build(self, input_shape) -> None:
+        bins = int(input_shape[-1])
+        self.mean = self.add_weight(
+            name="mean", shape=(bins,), initializer="zeros", trainable=False
+        )
+        self.inv_std = self.add_weight(
+            name="inv_std", shape=(bins,), initializer="ones", trainable=False
+        )
+
+    def call(self, x):
+        return (x - self.mean) * self.inv_std
+
+    def set_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.mean.assign(np.asarray(mean, np.float32))
+        self.inv_std.assign(1.0 / np.maximum(np.asarray(std, np.float32), MIN_STD))
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(np.all(self.mean.numpy() == 0) and np.all(self.inv_std.numpy() == 1))
+
+
+def feature_stats(batches) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation per bin over batches of [batch, time, bins] features."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for x in batches:
+        x = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
+        total = total + x.sum(axis=0)
+        total_sq = total_sq + (x**2).sum(axis=0)
+        count += x.shape[0]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def with_normalization(body: keras.Model) -> keras.Model:
+    """`body` behind a FeatureNormalization layer, as one model with the body's name."""
+    inputs = keras.Input(shape=body.input_shape[1:], name="features")
+    return keras.Model(inputs, body(FeatureNormalization(name=NAME)(inputs)), name=body.name)
+
+
+def split(model: keras.Model) -> tuple[FeatureNormalization, keras.Model]:
+    """The normalisation layer and the architecture behind it (for export)."""
+    return model.get_layer(NAME), model.layers[-1]
