@@ -1,4 +1,4 @@
-"""Model file sizes and single-clip latency of every architecture's exports, in one run.
+"""Model sizes, single-clip latency and streaming real-time factor of every architecture's exports.
 
     .venv/bin/python bench/export_latency.py --runs 200 --out bench/results/export_latency.json
 
@@ -8,6 +8,10 @@ initialised: size and speed do not depend on training), convert it as `kws freez
 `--runs` times after a warm-up, reporting the median and the 10th-90th percentile spread. TFLite
 runs with the interpreter's default CPU settings (XNNPACK delegate for float, 1 thread),
 the SavedModel through its serving signature (TensorFlow eager call, all cores).
+
+Streaming real-time factor (processing s / audio s): `kws_core.streaming.run.score_stream` over
+`--stream_s` seconds of noise with a window every 30 ms, through the SavedModel (windows batched,
+512 per call) and the float TFLite model (one window per interpreter call, as on a device).
 """
 
 from __future__ import annotations
@@ -54,7 +58,26 @@ def _tflite_runner(content: bytes, clip: np.ndarray | None):
     return run
 
 
-def bench_arch(arch: str, runs: int, calib: np.ndarray) -> dict:
+def _stream_rtf(sm_dir: Path, tflite: bytes, stream_s: float, tmp: Path) -> dict[str, float]:
+    import json as _json
+
+    from kws_core.exported import ExportedModel
+    from kws_core.features import FeatureSpec
+    from kws_core.streaming.run import score_stream
+
+    spec = FeatureSpec()
+    meta = {"features": spec.to_dict(), "labels": [str(i) for i in range(12)], "input": "pcm"}
+    (tmp / "export.json").write_text(_json.dumps(meta))
+    (tmp / "model_float.tflite").write_bytes(tflite)
+    rng = np.random.default_rng(1)
+    audio = (0.05 * rng.standard_normal(int(stream_s * spec.sample_rate))).astype(np.float32)
+    out = {}
+    for name, path in (("saved_model", sm_dir), ("tflite_float", tmp / "model_float.tflite")):
+        out[name] = round(score_stream(ExportedModel.load(path), audio, 30).real_time_factor, 5)
+    return out
+
+
+def bench_arch(arch: str, runs: int, calib: np.ndarray, stream_s: float) -> dict:
     import tensorflow as tf
 
     from kws_core.config import load_params
@@ -76,6 +99,7 @@ def bench_arch(arch: str, runs: int, calib: np.ndarray) -> dict:
         serve = tf.saved_model.load(str(sm_dir)).signatures["serving_default"]
         clip = tf.constant(calib[:1])
         sm = _time(lambda: serve(pcm=clip), runs)
+        rtf = _stream_rtf(sm_dir, fl, stream_s, Path(tmp))
     row = {
         "arch": arch,
         "params": model_summary(model)["params"],
@@ -87,12 +111,14 @@ def bench_arch(arch: str, runs: int, calib: np.ndarray) -> dict:
         "tflite_int8": _time(_tflite_runner(q, calib[0]), runs),
         "tflite_int8_features_in_bytes": len(q_net),
         "tflite_int8_features_in": _time(_tflite_runner(q_net, None), runs),
+        "stream_rtf": rtf,
     }
     print(
         f"{arch:<20} sizes MB sm {sm_bytes / 1e6:.2f} float {len(fl) / 1e6:.2f} "
         f"int8 {len(q) / 1e6:.2f} | median ms sm {sm['median_ms']:.2f} "
         f"float {row['tflite_float']['median_ms']:.2f} int8 {row['tflite_int8']['median_ms']:.2f} "
-        f"int8 features-in {row['tflite_int8_features_in']['median_ms']:.3f}",
+        f"int8 features-in {row['tflite_int8_features_in']['median_ms']:.3f} | stream RTF "
+        f"sm {rtf['saved_model']:.4f} tflite {rtf['tflite_float']:.4f}",
         flush=True,
     )
     return row
@@ -104,11 +130,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--archs", default=",".join(model_names()))
+    ap.add_argument("--stream_s", type=float, default=120.0)
     ap.add_argument("--out", default="bench/results/export_latency.json")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     calib = (0.05 * rng.standard_normal((50, 16000))).astype(np.float32)
-    rows = [bench_arch(a, args.runs, calib) for a in args.archs.split(",")]
+    rows = [bench_arch(a, args.runs, calib, args.stream_s) for a in args.archs.split(",")]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     history = json.loads(out.read_text()) if out.exists() else []
@@ -117,6 +144,7 @@ def main() -> None:
             "when": time.strftime("%Y-%m-%d %H:%M:%S"),
             "machine": platform.platform(),
             "runs": args.runs,
+            "stream_s": args.stream_s,
             "rows": rows,
         }
     )

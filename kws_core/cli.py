@@ -4,6 +4,11 @@ kws synth-dataset [--speakers=20]      generate the synthetic Speech Commands se
 kws dataset                            prepare data_dir from data_url (any source)
 kws manifest                           build the partition manifest (Parquet)
 kws validate                           run the Great Expectations suite on it
+kws train / evaluate / freeze          train, score and export a model
+kws label-wav / wav-to-spectrogram     use an export on WAV files, draw what the model sees
+kws generate-streaming-test-wav        a long test stream with its ground truth
+kws test-streaming-accuracy            score an export on a stream (tutorial numbers, FA/h)
+kws stream-eval                        both streams, DET curve, report (JSON, markdown, PNG)
 kws run-all                            all of the above, with a summary
 """
 
@@ -48,7 +53,14 @@ def _parser() -> argparse.ArgumentParser:
         "label-wav": "print the top labels of WAV files (or folders) with an exported model",
         "freeze": "export a checkpoint (start_checkpoint, default best) to SavedModel, TFLite "
         "float and int8 with the front end inside, or features_outside (output_file)",
-        "run-all": "dataset, manifest, validation, training and export end to end, then a summary",
+        "generate-streaming-test-wav": "write a long test stream (words every ~word_gap_ms "
+        "from the test partition over background noise) and its ground truth",
+        "test-streaming-accuracy": "run an export over a stream every clip_stride_ms, feed "
+        "RecognizeCommands and score it against the ground truth",
+        "stream-eval": "keyword + negative streams, accuracy, false accepts per hour, DET curve "
+        "and the streaming report (stream_dir)",
+        "run-all": "dataset, manifest, validation, training, export and streaming evaluation "
+        "end to end, then a summary",
     }
     for name, help_ in verbs.items():
         p = sub.add_parser(name, help=help_, description=help_, epilog=epilog, parents=[common])
@@ -67,7 +79,22 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--labels", required=True, help="labels.txt written by kws freeze")
             p.add_argument("--wav", required=True, nargs="+", help="WAV files or folders")
             p.add_argument("--how_many_labels", type=int, default=3)
-        if name in ("train", "run-all"):
+        if name == "generate-streaming-test-wav":
+            p.add_argument("--output_wav", help="default stream_dir/streaming_test.wav")
+            p.add_argument("--output_labels", help="default: beside the WAV, _labels.txt")
+            p.add_argument(
+                "--negative",
+                action="store_true",
+                help="background and unknown words only (negative_duration_s), for FA/h",
+            )
+        if name == "test-streaming-accuracy":
+            p.add_argument("--graph", required=True, help="saved_model folder or .tflite file")
+            p.add_argument("--labels", help="labels.txt of the export (checked against it)")
+            p.add_argument("--wav", required=True, help="the stream WAV")
+            p.add_argument("--ground_truth", required=True, help="`label, time_ms` lines")
+        if name == "stream-eval":
+            p.add_argument("--graph", help="default: the saved_model of export.output_file")
+        if name in ("train", "run-all", "stream-eval"):
             p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     return parser
 
@@ -205,6 +232,56 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
+def cmd_generate_streaming_test_wav(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.streaming.report import generate_test_stream
+
+    wav = Path(args.output_wav) if args.output_wav else None
+    labels = Path(args.output_labels) if args.output_labels else None
+    if wav is not None and labels is None:
+        labels = wav.with_name(wav.stem + "_labels.txt")
+    files = generate_test_stream(params, negative=args.negative, wav=wav, truth=labels)
+    verb = "reused" if files.reused else "wrote"
+    print(f"{verb} {files.wav}")
+    print(f"ground truth {files.truth}")
+    return 0
+
+
+def cmd_test_streaming_accuracy(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.exported import ExportedModel
+    from kws_core.streaming.report import stream_accuracy
+
+    model = ExportedModel.load(args.graph, args.labels)
+    result = stream_accuracy(
+        model, Path(args.wav), Path(args.ground_truth), params, progress=not args.no_progress
+    )
+    if args.verbose:
+        for event in result.stats.events:
+            print(event.line())
+    print(result.stats.summary())
+    sc = result.scores
+    print(
+        f"{len(sc.times_ms)} windows every {params.stream.clip_stride_ms} ms in "
+        f"{sc.seconds:.1f} s: real-time factor {sc.real_time_factor:.4f}"
+    )
+    return 0
+
+
+def cmd_stream_eval(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.steps import stream_eval_step
+
+    report = stream_eval_step(
+        params, graph=args.graph, progress=not args.no_progress, track=not args.no_mlflow
+    )
+    _print_stream_report(report)
+    return 0
+
+
+def _print_stream_report(report) -> None:
+    print("\n".join(report.summary_lines()))
+    for key, path in report.files.items():
+        print(f"{key:<12} {path}")
+
+
 def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import format_counts, format_rejected, manifest_step, validate_step
 
@@ -246,6 +323,10 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
         f"try it: kws label-wav --graph {exported.tflite_int8 or exported.tflite_float} "
         f"--labels {exported.labels} --wav {example}"
     )
+    from kws_core.steps import stream_eval_step
+
+    print("\n== streaming evaluation ==")
+    _print_stream_report(stream_eval_step(params, progress=progress, track=not args.no_mlflow))
     print(f"mlflow store  {params.train.mlflow_tracking_uri} (mlflow ui --backend-store-uri ...)")
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -261,6 +342,9 @@ COMMANDS = {
     "wav-to-spectrogram": cmd_wav_to_spectrogram,
     "freeze": cmd_freeze,
     "label-wav": cmd_label_wav,
+    "generate-streaming-test-wav": cmd_generate_streaming_test_wav,
+    "test-streaming-accuracy": cmd_test_streaming_accuracy,
+    "stream-eval": cmd_stream_eval,
     "run-all": cmd_run_all,
 }
 

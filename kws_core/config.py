@@ -233,6 +233,9 @@ class StreamConfig(_Section):
     average_window_ms: int = Field(1000, gt=0, description="RecognizeCommands averaging window")
     detection_threshold: float = Field(0.2, ge=0, le=1, description="average score to report")
     suppression_ms: int = Field(500, ge=0, description="quiet time after a detection")
+    repeat_after_suppression: bool = Field(
+        False, description="true: same label may refire after suppression_ms (micro_speech)"
+    )
     minimum_count: int = Field(3, ge=1, description="results needed in the window")
     time_tolerance_ms: int = Field(750, ge=0, description="detection vs truth tolerance")
     stream_duration_s: float = Field(600.0, gt=0, description="length of the test stream")
@@ -241,6 +244,7 @@ class StreamConfig(_Section):
     negative_duration_s: float = Field(3600.0, gt=0, description="negative-only stream length")
     target_fa_per_hour: float = Field(0.5, ge=0, description="false accepts/hour to meet")
     stream_dir: str = Field("results/streaming", description="streams, reports, curves")
+    stream_seed: int = Field(0, description="seed of the generated test streams")
 
 
 class Params(_Section):

@@ -20,7 +20,13 @@ Micro frontend for `preprocess: micro`); the int8 model is then full-integer: in
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +83,7 @@ def export_model(
         _calibration_audio(params, labels, spec, manifest, progress) if ex.quantize else None
     )
     graphs = ExportGraphs(norm, body, spec, ex.features_outside)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp, _quiet_converter():
         tf.saved_model.save(
             graphs.module(), str(tmp / "saved_model"), signatures=graphs.signatures()
         )
@@ -161,6 +167,8 @@ class ExportGraphs:
     def _converter(self, dtype=tf.float32) -> tf.lite.TFLiteConverter:
         # A concrete function with batch 1: what devices run, and what every converter supports.
         fn = self.function(1, dtype)
+        # Without trackable_obj the converter freezes the variables into constants (with it,
+        # they stay resource variables and calibration fails); it logs a deprecation warning.
         conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         return conv
@@ -199,6 +207,35 @@ class ExportGraphs:
             debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=front_end),
         )
         return debugger.get_nondebug_quantized_model()
+
+
+@contextlib.contextmanager
+def _quiet_converter():
+    """Hold back the converter's chatter (deprecation notices from Python, absl and C++, all on
+    stderr) while exporting; it is shown only if the export fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        absl = logging.getLogger("absl")
+        level = absl.level
+        absl.setLevel(logging.ERROR)
+        failed = False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            absl.setLevel(level)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace")[-4000:])
 
 
 def _calibration_audio(params, labels, spec, manifest, progress) -> np.ndarray:

@@ -10,6 +10,7 @@ int8 normalised features) and returns float scores.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +111,9 @@ class ExportedModel:
         import tensorflow as tf
 
         try:
-            interp = tf.lite.Interpreter(model_path=str(self.path))
+            with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated": not for users
+                warnings.simplefilter("ignore", UserWarning)
+                interp = tf.lite.Interpreter(model_path=str(self.path))
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__

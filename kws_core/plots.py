@@ -85,3 +85,54 @@ def plot_spectrogram(
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
+
+
+def plot_det_curve(
+    curve: pd.DataFrame,
+    path: Path,
+    operating: float | None = None,
+    target_fa_per_hour: float | None = None,
+    title: str = "",
+) -> Path:
+    """False-reject rate against false accepts per hour, one point per detection threshold.
+
+    `curve` needs columns threshold, false_accepts_per_hour, false_reject_rate (0..1). The
+    configured threshold (`operating`) is marked; `target_fa_per_hour` is a dashed line.
+    """
+    fig, ax = plt.subplots(figsize=(7, 5))
+    fa = curve["false_accepts_per_hour"].to_numpy()
+    frr = 100 * curve["false_reject_rate"].to_numpy()
+    ax.plot(fa, frr, "o-", ms=3, label="detection threshold sweep")
+    for row in curve.iloc[:: max(len(curve) // 8, 1)].itertuples():
+        ax.annotate(
+            f"{row.threshold:.2f}",
+            (row.false_accepts_per_hour, 100 * row.false_reject_rate),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    if operating is not None:
+        at = curve.iloc[int(np.argmin(np.abs(curve["threshold"].to_numpy() - operating)))]
+        ax.plot(
+            [at.false_accepts_per_hour],
+            [100 * at.false_reject_rate],
+            "r*",
+            ms=14,
+            label=f"configured threshold {operating:g}",
+        )
+    if target_fa_per_hour is not None:
+        ax.axvline(
+            target_fa_per_hour, color="grey", ls="--", label=f"target {target_fa_per_hour:g} FA/h"
+        )
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("false accepts per hour (negative-only stream)")
+    ax.set_ylabel("false-reject rate (%)")
+    ax.set_title(title or "streaming DET curve")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path

@@ -76,3 +76,10 @@ def freeze_step(params: Params, progress: bool = True):
     return export_model(
         params, params.train.start_checkpoint or "best", manifest=manifest, progress=progress
     )
+
+
+def stream_eval_step(params: Params, graph=None, progress: bool = True, track: bool = True):
+    """Streaming evaluation of the export (default: its SavedModel), report in stream_dir."""
+    from kws_core.streaming.report import streaming_eval
+
+    return streaming_eval(params, graph=graph, progress=progress, log_mlflow=track)

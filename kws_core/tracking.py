@@ -148,3 +148,23 @@ class RunTracker:
         if promoted:
             self.client.set_registered_model_alias(name, "champion", version.version)
         return version.version, promoted
+
+
+def log_to_run(
+    params: Params,
+    run_id: str,
+    metrics: dict[str, float],
+    files: list[Path],
+    artifact_path: str,
+) -> None:
+    """Add metrics and files to an existing run (e.g. the streaming report of a training run)."""
+    import time
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(resolve_tracking_uri(params))
+    ts = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
+    for f in files:
+        client.log_artifact(run_id, str(f), artifact_path)

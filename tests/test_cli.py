@@ -17,6 +17,8 @@ def write_params(tmp_path: Path, **data) -> Path:
         "data": {"data_url": "", "data_dir": "data", "wanted_words": "yes,no"} | data,
         # run-all trains too: keep it to a few steps
         "train": {"how_many_training_steps": "3,1", "batch_size": 8, "eval_step_interval": 2},
+        # ... and evaluates on streams: keep them short
+        "stream": {"stream_duration_s": 20, "negative_duration_s": 30},
     }
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump(body))
@@ -68,6 +70,9 @@ def test_run_all_on_a_local_data_dir(tiny_dataset, tmp_path, capsys):
     hint = next(line for line in out.splitlines() if line.startswith("try it: kws label-wav"))
     assert main(hint.removeprefix("try it: kws ").split()) == 0
     assert "(score = " in capsys.readouterr().out
+    report = json.loads((tmp_path / "results/streaming/report.json").read_text())
+    assert report["negative_stream"]["duration_s"] == 30
+    assert "false-reject rate" in out and (tmp_path / "results/streaming/det_curve.png").exists()
 
 
 def test_overrides_reach_the_steps(tiny_dataset, tmp_path):

@@ -1,0 +1,348 @@
+"""The streaming evaluation: test streams, the tutorial's accuracy, FA/h, a DET curve, a report.
+
+`streaming_eval` is what `kws stream-eval`, the DVC `stream_eval` stage and the Dagster
+`streaming_eval_report` asset call. It
+
+1. generates (or reuses) two streams from the test partition: a keyword stream of
+   `stream_duration_s` (a word every ~`word_gap_ms`, `stream_unknown_fraction` unknown words,
+   background noise) and a negative-only stream of `negative_duration_s` (noise and unknown
+   words only);
+2. runs the exported model over both every `clip_stride_ms` and feeds RecognizeCommands;
+3. scores the keyword stream like the tutorial (matched / correct / wrong / false-positive %)
+   plus the false-reject rate, and the negative stream for false accepts per hour;
+4. sweeps the detection threshold (FRR on the keyword stream against FA/h on the negative one),
+   picks the lowest threshold meeting `target_fa_per_hour`, and writes `report.json`,
+   `report.md`, `det_curve.png` and `det_curve.csv` into `stream_dir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kws_core.atomic import atomic_write_text
+from kws_core.config import Params
+from kws_core.errors import DataError
+from kws_core.exported import ExportedModel
+from kws_core.streaming.generate import generate_stream, write_stream
+from kws_core.streaming.recognize import Detection, recognize_settings, recognize_stream
+from kws_core.streaming.run import StreamScores, score_stream
+from kws_core.streaming.score import (
+    StreamingStats,
+    read_ground_truth,
+    score_detections,
+    sweep_thresholds,
+    threshold_for_target,
+)
+
+THRESHOLDS = np.round(np.arange(0.02, 1.0, 0.02), 2)
+STREAMS = {False: "streaming_test", True: "streaming_negative"}
+
+
+@dataclass
+class StreamFiles:
+    wav: Path
+    truth: Path
+    reused: bool = False
+
+
+def _generation_settings(params: Params, manifest: pd.DataFrame, negative: bool) -> dict:
+    s = params.stream
+    rows = manifest[manifest["partition"] == "testing"]
+    return {
+        "negative": negative,
+        "duration_s": s.negative_duration_s if negative else s.stream_duration_s,
+        "word_gap_ms": s.word_gap_ms,
+        "unknown_fraction": 1.0 if negative else s.stream_unknown_fraction,
+        "background_volume": params.augment.background_volume,
+        "seed": s.stream_seed + (1 if negative else 0),
+        "wanted_words": params.data.wanted_word_list,
+        "sample_rate": params.data.sample_rate,
+        # The test partition's content: a new data set gives new streams.
+        "test_clips": hashlib.sha1("".join(sorted(rows["sha1"].astype(str))).encode()).hexdigest(),
+    }
+
+
+def generate_test_stream(
+    params: Params,
+    negative: bool = False,
+    wav: Path | None = None,
+    truth: Path | None = None,
+) -> StreamFiles:
+    """Write a test stream and its ground truth (reused when the same settings made it)."""
+    from kws_core.manifest import load_manifest
+    from kws_core.steps import manifest_path
+
+    manifest = load_manifest(manifest_path(params))
+    out_dir = params.resolve(params.stream.stream_dir)
+    name = STREAMS[negative]
+    wav = wav or out_dir / f"{name}.wav"
+    truth = truth or out_dir / f"{name}_labels.txt"
+    settings = _generation_settings(params, manifest, negative)
+    stamp = wav.with_suffix(".json")
+    if wav.exists() and truth.exists() and stamp.exists():
+        try:
+            if json.loads(stamp.read_text()) == settings:
+                return StreamFiles(wav, truth, reused=True)
+        except ValueError:
+            pass  # a damaged stamp: generate again
+    background = _background_files(params)
+    samples, rows = generate_stream(
+        manifest,
+        params.resolve(params.data.data_dir),
+        background,
+        params.data.wanted_word_list,
+        duration_s=settings["duration_s"],
+        word_gap_ms=settings["word_gap_ms"],
+        unknown_fraction=settings["unknown_fraction"],
+        background_volume=settings["background_volume"] if background else 0.0,
+        sample_rate=settings["sample_rate"],
+        seed=settings["seed"],
+        keywords=not negative,
+    )
+    stamp.unlink(missing_ok=True)  # the stamp goes last: no stamp, no reuse
+    write_stream(wav, truth, samples, rows, settings["sample_rate"])
+    atomic_write_text(stamp, json.dumps(settings, indent=2))
+    return StreamFiles(wav, truth)
+
+
+def _background_files(params: Params) -> list[str]:
+    listing = params.resolve(params.data.manifest_dir) / "background.csv"
+    if not listing.exists():
+        return []
+    return list(pd.read_csv(listing)["path"].astype(str))
+
+
+@dataclass
+class StreamResult:
+    stats: StreamingStats
+    detections: list[Detection]
+    scores: StreamScores
+
+
+def stream_accuracy(
+    model: ExportedModel,
+    wav: Path,
+    truth_path: Path,
+    params: Params,
+    threshold: float | None = None,
+    progress: bool = False,
+) -> StreamResult:
+    """The tutorial's test_streaming_accuracy on one stream with the configured settings."""
+    from kws_core.spectrogram import load_any_wav
+
+    audio = load_any_wav(Path(wav), model.spec.sample_rate)
+    truth = read_ground_truth(truth_path)
+    s = params.stream
+    scored = score_stream(model, audio.samples, s.clip_stride_ms, progress=progress)
+    settings = recognize_settings(s)
+    if threshold is not None:
+        settings["detection_threshold"] = threshold
+    found = recognize_stream(scored.scores, scored.times_ms, model.labels, **settings)
+    stats = score_detections(found, truth, scored.audio_seconds, s.time_tolerance_ms)
+    return StreamResult(stats, found, scored)
+
+
+@dataclass
+class StreamReport:
+    out_dir: Path
+    report: dict
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        r = self.report
+        pos, neg, target = r["keyword_stream"], r["negative_stream"], r["target"]
+        lines = [
+            f"keyword stream ({pos['duration_s'] / 60:.0f} min, {pos['ground_truth_words']} words,"
+            f" threshold {r['settings']['detection_threshold']}): {pos['matched_pct']:.1f}% "
+            f"matched, {pos['correct_pct']:.1f}% correct, {pos['wrong_pct']:.1f}% wrong, "
+            f"{pos['false_positive_pct']:.1f}% false positive",
+            f"false-reject rate {_pct(pos['false_reject_rate'])}; false accepts per hour "
+            f"{neg['false_accepts_per_hour']:.2f} on the {neg['duration_s'] / 3600:.2g} h "
+            "negative stream",
+        ]
+        if target["threshold"] is None:
+            lines.append(f"target {target['fa_per_hour']} FA/h: {target['reason']}")
+        else:
+            lines.append(
+                f"target {target['fa_per_hour']} FA/h: threshold {target['threshold']:.2f} "
+                f"(false-reject rate there {_pct(target['false_reject_rate'])})"
+            )
+        lines.append(f"real-time factor {r['real_time_factor']:.4f} ({r['model']})")
+        return lines
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def streaming_eval(
+    params: Params,
+    graph: Path | None = None,
+    progress: bool = True,
+    log_mlflow: bool = True,
+) -> StreamReport:
+    """Generate/reuse the streams, evaluate the export at `graph`, write the report files."""
+    from kws_core.plots import plot_det_curve
+
+    s = params.stream
+    export_dir = params.resolve(params.export.output_file)
+    graph = Path(graph) if graph else export_dir / "saved_model"
+    model = ExportedModel.load(graph)
+    pos_files = generate_test_stream(params, negative=False)
+    neg_files = generate_test_stream(params, negative=True)
+    pos = stream_accuracy(model, pos_files.wav, pos_files.truth, params, progress=progress)
+    neg = stream_accuracy(model, neg_files.wav, neg_files.truth, params, progress=progress)
+    if pos.stats.keyword_words == 0:
+        raise DataError(f"{pos_files.truth}: the keyword stream has no keywords; lengthen it")
+
+    settings = recognize_settings(s)
+    del settings["detection_threshold"]
+    sweep_args = dict(settings, time_tolerance_ms=s.time_tolerance_ms)
+    frr = sweep_thresholds(
+        pos.scores.scores,
+        pos.scores.times_ms,
+        model.labels,
+        read_ground_truth(pos_files.truth),
+        pos.scores.audio_seconds,
+        THRESHOLDS,
+        **sweep_args,
+    )
+    fa = sweep_thresholds(
+        neg.scores.scores,
+        neg.scores.times_ms,
+        model.labels,
+        read_ground_truth(neg_files.truth),
+        neg.scores.audio_seconds,
+        THRESHOLDS,
+        **sweep_args,
+    )
+    curve = pd.DataFrame(
+        {
+            "threshold": frr["threshold"],
+            "false_accepts_per_hour": fa["false_accepts_per_hour"].to_numpy(),
+            "false_reject_rate": frr["false_reject_rate"].to_numpy(),
+            "correct_pct": frr["correct_pct"].to_numpy(),
+            "keyword_stream_false_accepts_per_hour": frr["false_accepts_per_hour"].to_numpy(),
+        }
+    )
+    choice = threshold_for_target(curve, s.target_fa_per_hour)
+    at_target = None
+    if choice.threshold is not None:
+        at_target = float(
+            curve.loc[curve["threshold"] == choice.threshold, "false_reject_rate"].iloc[0]
+        )
+
+    out = params.resolve(s.stream_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = pos.scores.seconds + neg.scores.seconds
+    audio = pos.scores.audio_seconds + neg.scores.audio_seconds
+    report = {
+        "model": str(graph),
+        "architecture": model.meta.get("architecture"),
+        "settings": {
+            **recognize_settings(s),
+            "clip_stride_ms": s.clip_stride_ms,
+            "time_tolerance_ms": s.time_tolerance_ms,
+        },
+        "keyword_stream": pos.stats.to_dict() | {"wav": str(pos_files.wav)},
+        "negative_stream": neg.stats.to_dict() | {"wav": str(neg_files.wav)},
+        "target": {
+            "fa_per_hour": s.target_fa_per_hour,
+            "threshold": choice.threshold,
+            "false_reject_rate": at_target,
+            "reason": choice.reason,
+        },
+        "real_time_factor": seconds / audio,
+        "processing_s": seconds,
+        "audio_s": audio,
+    }
+    files = {
+        "report_json": out / "report.json",
+        "report_md": out / "report.md",
+        "det_png": out / "det_curve.png",
+        "det_csv": out / "det_curve.csv",
+    }
+    atomic_write_text(files["det_csv"], curve.to_csv(index=False))
+    plot_det_curve(
+        curve,
+        files["det_png"],
+        operating=s.detection_threshold,
+        target_fa_per_hour=s.target_fa_per_hour,
+        title=f"{report['architecture']}: streaming DET curve",
+    )
+    result = StreamReport(out, report, files)
+    atomic_write_text(files["report_md"], _markdown(result, curve))
+    atomic_write_text(files["report_json"], json.dumps(report, indent=2))
+    if log_mlflow:
+        _log_to_training_run(params, result)
+    return result
+
+
+def _markdown(result: StreamReport, curve: pd.DataFrame) -> str:
+    r = result.report
+    pos, neg = r["keyword_stream"], r["negative_stream"]
+    lines = [
+        f"# Streaming evaluation: {r['architecture']}",
+        "",
+        f"Model `{r['model']}`; settings: "
+        + ", ".join(f"{k} {v}" for k, v in r["settings"].items()),
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        f"| keyword stream | {pos['duration_s'] / 60:.1f} min, {pos['ground_truth_words']} words"
+        f" ({pos['keyword_words']} keywords) |",
+        f"| matched / correct / wrong / false positive | {pos['matched_pct']:.1f}% / "
+        f"{pos['correct_pct']:.1f}% / {pos['wrong_pct']:.1f}% / {pos['false_positive_pct']:.1f}% |",
+        f"| false-reject rate | {_pct(pos['false_reject_rate'])} |",
+        f"| false accepts per hour (negative stream, {neg['duration_s'] / 3600:.2g} h) | "
+        f"{neg['false_accepts_per_hour']:.2f} |",
+        f"| threshold for {r['target']['fa_per_hour']} FA/h | "
+        + (
+            f"{r['target']['threshold']:.2f} (FRR {_pct(r['target']['false_reject_rate'])})"
+            if r["target"]["threshold"] is not None
+            else r["target"]["reason"]
+        )
+        + " |",
+        f"| real-time factor | {r['real_time_factor']:.4f} |",
+        "",
+        "![DET curve](det_curve.png)",
+        "",
+        "| threshold | FA/h | FRR |",
+        "| --- | --- | --- |",
+    ]
+    for row in curve.iloc[::4].itertuples():
+        lines.append(
+            f"| {row.threshold:.2f} | {row.false_accepts_per_hour:.2f} | "
+            f"{100 * row.false_reject_rate:.1f}% |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _log_to_training_run(params: Params, result: StreamReport) -> None:
+    """Attach the report to the MLflow run that trained the model (from its metrics.json)."""
+    metrics_file = params.resolve(params.train.reports_dir) / "metrics.json"
+    try:
+        run_id = json.loads(metrics_file.read_text()).get("run_id", "")
+    except (OSError, ValueError):
+        return
+    if not run_id:
+        return
+    from kws_core.tracking import log_to_run
+
+    r = result.report
+    metrics = {
+        "stream_correct_pct": r["keyword_stream"]["correct_pct"],
+        "stream_false_accepts_per_hour": r["negative_stream"]["false_accepts_per_hour"],
+        "stream_real_time_factor": r["real_time_factor"],
+    }
+    if r["keyword_stream"]["false_reject_rate"] is not None:
+        metrics["stream_false_reject_rate"] = r["keyword_stream"]["false_reject_rate"]
+    if r["target"]["threshold"] is not None:
+        metrics["stream_threshold_at_target"] = r["target"]["threshold"]
+    log_to_run(params, run_id, metrics, list(result.files.values()), "streaming")

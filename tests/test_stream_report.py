@@ -1,0 +1,187 @@
+"""Streaming evaluation end to end: streams, the model over them, the report, the CLI verbs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from kws_core.errors import KwsError
+from kws_core.export import export_model
+from kws_core.exported import ExportedModel
+from kws_core.manifest import build_manifest, write_manifest
+from kws_core.streaming.report import generate_test_stream, stream_accuracy, streaming_eval
+from kws_core.streaming.run import score_stream, window_starts
+from kws_core.streaming.score import read_ground_truth
+from kws_core.train import train
+from tests.conftest import build_tiny_dataset
+from tests.test_train import params_for
+
+STREAM = {
+    "stream_duration_s": 60,
+    "negative_duration_s": 120,
+    "word_gap_ms": 2000,
+    "stream_dir": None,  # set per test root
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    data = build_tiny_dataset(root / "data", ["yes", "no", "cat", "dog"], 150, learnable=True)
+    over = STREAM | {"stream_dir": str(root / "streaming")}
+    p = params_for(
+        root,
+        wanted_words="yes,no,cat",
+        how_many_training_steps="60,20",
+        learning_rate="0.003,0.001",
+        batch_size=32,
+        eval_step_interval=40,
+        save_step_interval=40,
+        output_file=str(root / "export"),
+        representative_examples=50,
+        testing_percentage=20,
+        manifest_dir=str(root / "manifest"),
+        **over,
+    )
+    result = build_manifest(p.data, data, progress=False)
+    write_manifest(result, root / "manifest")
+    res = train(p, result.manifest, data, progress=False, log=lambda _m: None, track=True)
+    export = export_model(p, "best", manifest=result.manifest)
+    return p, export, res
+
+
+def test_window_starts_and_times():
+    assert list(window_starts(16000, 16000, 480)) == [0]
+    assert list(window_starts(15999, 16000, 480)) == []
+    assert list(window_starts(17000, 16000, 480)) == [0, 480, 960]
+
+
+def test_score_stream_equals_scoring_each_window(trained):
+    p, export, _ = trained
+    model = ExportedModel.load(export.saved_model)
+    rng = np.random.default_rng(0)
+    audio = (0.05 * rng.standard_normal(16000 * 3)).astype(np.float32)
+    scored = score_stream(model, audio, 250)
+    starts = window_starts(len(audio), 16000, 4000)
+    want = model.scores(np.stack([audio[s : s + 16000] for s in starts]))
+    np.testing.assert_allclose(scored.scores, want, atol=1e-5)
+    assert list(scored.times_ms) == [int(s / 16 + 500) for s in starts]  # window centres
+    assert scored.real_time_factor > 0
+    with pytest.raises(KwsError, match="shorter than one"):
+        score_stream(model, audio[:8000], 30)
+
+
+def test_streams_are_generated_once_and_regenerated_when_settings_change(trained):
+    p, _, _ = trained
+    first = generate_test_stream(p)
+    truth = read_ground_truth(first.truth)
+    assert 25 <= len(truth) <= 30  # a word every ~2 s of 60 s
+    assert {label for label, _ in truth} <= {"yes", "no", "cat", "_unknown_"}
+    again = generate_test_stream(p)
+    assert again.reused and again.wav == first.wav
+    neg = generate_test_stream(p, negative=True)
+    assert {label for label, _ in read_ground_truth(neg.truth)} == {"_unknown_"}
+    changed = p.model_copy(deep=True)
+    changed.stream.stream_seed = 7
+    other = generate_test_stream(changed)
+    assert not other.reused and read_ground_truth(other.truth) != truth
+    generate_test_stream(p)  # back to the fixture's stream
+
+
+def test_stream_accuracy_on_a_learned_model(trained):
+    p, export, _ = trained
+    files = generate_test_stream(p)
+    model = ExportedModel.load(export.saved_model)
+    result = stream_accuracy(model, files.wav, files.truth, p)
+    stats = result.stats
+    # The tones are easy: most keywords are found, few false positives ...
+    assert stats.false_reject_rate < 0.2, stats.summary()
+    assert stats.false_positive_pct < 20, stats.summary()
+    # ... while micro_speech's repeat rule fires on a word again once suppression_ms has passed
+    # (its 1 s average stays high for longer than that).
+    micro = p.model_copy(deep=True)
+    micro.stream.repeat_after_suppression = True
+    repeats = stream_accuracy(model, files.wav, files.truth, micro).stats
+    assert repeats.false_positives > stats.false_positives, (repeats.summary(), stats.summary())
+    assert "% matched" in stats.summary() and "false accepts" in stats.summary()
+    tfl = stream_accuracy(ExportedModel.load(export.tflite_float), files.wav, files.truth, p)
+    assert tfl.stats.correct == stats.correct  # float TFLite: the same detections
+
+
+def test_streaming_eval_writes_the_report_and_logs_it_to_the_training_run(trained):
+    p, export, res = trained
+    report = streaming_eval(p, progress=False)
+    for key in ("report_json", "report_md", "det_png", "det_csv"):
+        assert report.files[key].exists() and report.files[key].stat().st_size > 100
+    r = json.loads(report.files["report_json"].read_text())
+    assert r["keyword_stream"]["duration_s"] == pytest.approx(60)
+    assert r["negative_stream"]["duration_s"] == pytest.approx(120)
+    assert r["negative_stream"]["keyword_words"] == 0
+    assert 0 < r["real_time_factor"] < 1
+    assert report.files["det_png"].read_bytes()[:4] == b"\x89PNG"
+    assert "![DET curve](det_curve.png)" in report.files["report_md"].read_text()
+    client = MlflowClient(p.train.mlflow_tracking_uri)
+    run = client.get_run(res.run_id)
+    assert "stream_false_accepts_per_hour" in run.data.metrics
+    names = [a.path for a in client.list_artifacts(res.run_id, "streaming")]
+    assert "streaming/det_curve.png" in names and "streaming/report.json" in names
+    assert any("threshold" in line or "FA/h" in line for line in report.summary_lines())
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "kws_core.cli", *args, "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_cli_streaming_verbs(trained, tmp_path):
+    p, export, _ = trained
+    wav, labels = tmp_path / "s.wav", tmp_path / "s_labels.txt"
+    flags = [
+        f"--{k}={v}"
+        for k, v in {
+            "wanted_words": "yes,no,cat",
+            "data_dir": p.data.data_dir,
+            "data_url": "",
+            "manifest_dir": p.data.manifest_dir,
+            "stream_duration_s": 30,
+            "word_gap_ms": 2000,
+        }.items()
+    ]
+    run = _cli("generate-streaming-test-wav", "--output_wav", str(wav), *flags)
+    assert run.returncode == 0, run.stderr
+    assert wav.exists() and labels.exists()
+    run = _cli(
+        "test-streaming-accuracy",
+        "--graph",
+        str(export.tflite_int8),
+        "--labels",
+        str(export.labels),
+        "--wav",
+        str(wav),
+        "--ground_truth",
+        str(labels),
+        "--verbose",
+        *flags,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "% matched" in run.stdout and "per hour" in run.stdout
+    assert "real-time factor" in run.stdout
+    assert "(Correct)" in run.stdout or "(Wrong)" in run.stdout  # --verbose lists events
+    labels.write_text("yes, 1000\nthis line is broken\n")
+    run = _cli(
+        "test-streaming-accuracy",
+        "--graph",
+        str(export.saved_model),
+        "--wav",
+        str(wav),
+        "--ground_truth",
+        str(labels),
+        *flags,
+    )
+    assert run.returncode == 2 and "line 2" in run.stderr and "Traceback" not in run.stderr
