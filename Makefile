@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRA ?= cpu,dev
+DAGSTER_HOME_DIR := $(CURDIR)/results/dagster_home
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test lint venv clean lock
+.PHONY: run test lint venv clean lock ui mlflow-ui
 
 venv: $(STAMP)
 
@@ -20,11 +21,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[$(EXTRA)]"
 	@touch $(STAMP)
 
+# The whole pipeline through Dagster (every asset in-process; `kws run-all` is the CLI twin).
 run: $(STAMP)
-	$(BIN)/kws run-all
+	$(BIN)/python -m pipelines.run --dagster_home $(DAGSTER_HOME_DIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Dagster UI on http://127.0.0.1:3000 (assets of pipelines/definitions.py).
+# The same instance `make run` records into, so its runs and materializations are listed.
+ui: $(STAMP)
+	$(BIN)/python -c 'from pathlib import Path; from pipelines.run import instance_for; instance_for(Path("$(DAGSTER_HOME_DIR)"))'
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# MLflow UI on http://127.0.0.1:5000 for the runs `kws train` tracks.
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --default-artifact-root results/mlartifacts -h 127.0.0.1 -p 5000
 
 lint: $(STAMP)
 	$(BIN)/ruff check kws_core pipelines tests

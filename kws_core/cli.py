@@ -4,6 +4,7 @@ kws synth-dataset [--speakers=20]      generate the synthetic Speech Commands se
 kws dataset                            prepare data_dir from data_url (any source)
 kws manifest                           build the partition manifest (Parquet)
 kws validate                           run the Great Expectations suite on it
+kws features                           compute or reuse the augmented feature cache
 kws train / evaluate / freeze          train, score and export a model
 kws label-wav / wav-to-spectrogram     use an export on WAV files, draw what the model sees
 kws generate-streaming-test-wav        a long test stream with its ground truth
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         "dataset": "prepare data_dir from data_url (synthetic, URL of a .tar.gz, or '' = as is)",
         "manifest": "scan the clips and write the partition manifest, rejected table and summary",
         "validate": "run the Great Expectations suite on the manifest (exit 1 if it fails)",
+        "features": "compute or reuse the augmented feature cache (features.cache_dir) training "
+        "reads",
         "train": "train model_architecture on the manifest (tutorial log lines, checkpoints, "
         "TensorBoard, MLflow run)",
         "evaluate": "score a checkpoint on a folder in the official test-set layout",
@@ -149,6 +152,18 @@ def cmd_validate(params: Params, args: argparse.Namespace) -> int:
     return 0 if report.success else 1
 
 
+def cmd_features(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.steps import features_step
+
+    cache = features_step(params, progress=not args.no_progress)
+    verb = "reused" if cache.reused else f"built in {cache.meta['seconds']:.1f} s"
+    clips = ", ".join(f"{p} {n}" for p, n in cache.clips().items())
+    print(f"feature cache {cache.path} ({verb})")
+    print(f"size          {cache.size_bytes / 1e6:.1f} MB ({cache.meta['dtype']})")
+    print(f"clips         {clips} (training x {cache.meta['copies']} augmented copies)")
+    return 0
+
+
 def _print_train(result) -> None:
     print(
         f"model: {result.arch} ({result.params_count:,} weights, {result.flops / 1e6:.1f} MFLOPs)"
@@ -169,11 +184,25 @@ def _print_train(result) -> None:
         print(f"mlflow run    {result.run_id}, model version {result.model_version}{champ}")
 
 
+def _print_comparison(comparison) -> None:
+    for result in comparison.results.values():
+        _print_train(result)
+    if len(comparison.results) > 1:
+        print(f"champion      {comparison.champion} ({comparison.champion_file})")
+        for arch, r in comparison.results.items():
+            print(
+                f"  {arch:<20} validation {100 * r.best_val_accuracy:5.1f}%  "
+                f"test {100 * r.test_accuracy:5.1f}%"
+            )
+        if comparison.parent_run_id:
+            print(f"mlflow parent {comparison.parent_run_id} (compare the child runs in the UI)")
+
+
 def cmd_train(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import train_step
 
-    result = train_step(params, progress=not args.no_progress, track=not args.no_mlflow)
-    _print_train(result)
+    comparison = train_step(params, progress=not args.no_progress, track=not args.no_mlflow)
+    _print_comparison(comparison)
     return 0
 
 
@@ -307,10 +336,10 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import train_step
 
     print("\n== training ==")
-    result = train_step(params, progress=progress, track=not args.no_mlflow)
+    comparison = train_step(params, progress=progress, track=not args.no_mlflow)
     print("\n== kws run-all results ==")
     print(f"data quality: PASSED; manifest {out.paths['manifest']}")
-    _print_train(result)
+    _print_comparison(comparison)
     from kws_core.steps import freeze_step
 
     print("\n== export ==")
@@ -337,6 +366,7 @@ COMMANDS = {
     "dataset": cmd_dataset,
     "manifest": cmd_manifest,
     "validate": cmd_validate,
+    "features": cmd_features,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "wav-to-spectrogram": cmd_wav_to_spectrogram,

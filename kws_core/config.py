@@ -33,6 +33,7 @@ SPEECH_COMMANDS_WORDS = (
 ).split()
 
 Percentage = float
+FEATURE_SOURCES = ("cache", "on_the_fly")
 
 
 class _Section(BaseModel):
@@ -137,7 +138,12 @@ class FeaturesConfig(_Section):
     window_size_ms: float = Field(30.0, gt=0, description="analysis window (ms)")
     window_stride_ms: float = Field(10.0, gt=0, description="hop between windows (ms)")
     feature_bin_count: int = Field(40, gt=0, description="MFCC / mel bins per frame")
-    features_dir: str = Field("results/features", description="cached feature shards")
+    cache_copies: int = Field(
+        4, gt=0, description="augmented copies of each training clip in the feature cache"
+    )
+    cache_dir: str = Field(
+        "results/features", description="augmented feature cache (`kws features`), one folder a key"
+    )
 
 
 class AugmentConfig(_Section):
@@ -150,6 +156,9 @@ class AugmentConfig(_Section):
 
 class TrainConfig(_Section):
     model_architecture: str = Field("low_latency_conv", description="model name in the registry")
+    architectures: str = Field(
+        "", description="comma list to train and compare (champion exported); '' = just one"
+    )
     how_many_training_steps: str = Field("4000,1000", description="steps per learning-rate phase")
     learning_rate: str = Field("0.001,0.0001", description="learning rate per phase")
     optimizer: Literal["gradient_descent", "momentum", "adam"] = Field(
@@ -175,6 +184,11 @@ class TrainConfig(_Section):
         True, description="scale each feature bin by training mean/std (int8 needs it)"
     )
     seed: int = Field(0, description="seed for weights and batch order")
+    feature_source: str = Field(
+        "cache",
+        description='"cache": stream training features from features.cache_dir (built if '
+        'missing); "on_the_fly": augment and featurise every batch',
+    )
     mlflow_tracking_uri: str = Field(
         "sqlite:///results/mlflow.db", description="MLflow store (relative paths: from params.yaml)"
     )
@@ -190,6 +204,14 @@ class TrainConfig(_Section):
             raise ValueError(f"{v!r} is not a comma list of integers") from None
         if not steps or any(s <= 0 for s in steps):
             raise ValueError(f"{v!r} needs positive step counts")
+        return v
+
+    @field_validator("feature_source")
+    @classmethod
+    def _feature_source(cls, v: str) -> str:
+        if v not in FEATURE_SOURCES:
+            choices = " or ".join(FEATURE_SOURCES)
+            raise ValueError(f"{v!r} is not a feature source; choose {choices}")
         return v
 
     @field_validator("learning_rate")
@@ -211,6 +233,12 @@ class TrainConfig(_Section):
                 f"{len(self.rates)}; give one learning rate per phase"
             )
         return self
+
+    @property
+    def architecture_list(self) -> list[str]:
+        """The architectures to train: `architectures`, or just `model_architecture`."""
+        listed = _split_list(self.architectures)
+        return listed or [self.model_architecture]
 
     @property
     def steps(self) -> list[int]:
@@ -247,6 +275,23 @@ class StreamConfig(_Section):
     stream_seed: int = Field(0, description="seed of the generated test streams")
 
 
+class ChecksConfig(_Section):
+    """Quality gates of the Dagster asset checks (not inputs of any stage)."""
+
+    warn_test_accuracy: float = Field(
+        0.85, ge=0, le=1, description="warn when the champion's test accuracy is below"
+    )
+    fail_test_accuracy: float = Field(
+        0.5, ge=0, le=1, description="fail when the champion's test accuracy is below"
+    )
+    warn_false_reject_rate: float = Field(
+        0.3, ge=0, le=1, description="warn when the streaming false-reject rate is above"
+    )
+    fail_false_reject_rate: float = Field(
+        0.6, ge=0, le=1, description="fail when the streaming false-reject rate is above"
+    )
+
+
 class Params(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
@@ -254,6 +299,7 @@ class Params(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
 
     def resolve(self, path: str) -> Path:
         """Resolve a configured path relative to the params file's folder."""
@@ -263,7 +309,7 @@ class Params(_Section):
     _root: Path = PrivateAttr(default_factory=lambda: Path("."))
 
 
-SECTIONS = ("data", "features", "augment", "train", "export", "stream")
+SECTIONS = ("data", "features", "augment", "train", "export", "stream", "checks")
 
 
 def _leaf_index() -> dict[str, tuple[str, ...]]:

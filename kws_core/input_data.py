@@ -57,6 +57,11 @@ def load_background(data_dir: Path, sample_rate: int, min_samples: int) -> list[
     return out
 
 
+# Second element of the stateless keys of the feature cache's copies (copy c: BASE - 8c - k), far
+# from the keys training steps use (step * 8 + k, and small negative steps for stats/calibration).
+COPY_KEY_BASE = -(1 << 40)
+
+
 def _seeded(seed: int, *keys: object) -> np.random.Generator:
     digest = hashlib.sha256("|".join(map(str, (seed, *keys))).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -80,6 +85,7 @@ class AudioProcessor:
         self.labels = labels
         self.seed = seed
         self.data_dir = data_dir
+        self._mix = None
         self.index = {label: i for i, label in enumerate(labels)}
         n = spec.desired_samples
         self.background = load_background(data_dir, spec.sample_rate, n)
@@ -164,6 +170,52 @@ class AudioProcessor:
 
     def _audio_batch_fn(self, batch_size: int):
         """step -> (augmented float audio [batch, samples], labels), keyed by (seed, step)."""
+        count = len(self.sets["training"])
+        seed = self.seed
+        mix = self._mix_fn()
+
+        def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            keys = [tf.stack([tf.constant(seed, tf.int64), step * 8 + k]) for k in range(8)]
+            idx = tf.random.stateless_uniform([batch_size], keys[0], 0, count, tf.int64)
+            return mix(idx, self._draws(keys, batch_size))
+
+        return make_batch
+
+    def augmented_rows(self, indices: np.ndarray, copy: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """Augmented copy `copy` of training rows `indices`: (float audio [n, samples], labels).
+
+        Row i of copy c gets the same shift, noise and volume whichever chunk it is computed in:
+        the draws are made for the whole partition with keys (seed, copy) and then indexed, so
+        the feature cache is the same for any chunk size. Silence rows get fresh noise per copy.
+        """
+        if self._mix is None:
+            self._mix = self._mix_fn()
+        count = len(self.sets["training"])
+        base = COPY_KEY_BASE - 8 * int(copy)
+        keys = [tf.constant([self.seed, base - k], tf.int64) for k in range(8)]
+        idx = tf.constant(np.asarray(indices, np.int64))
+        draws = {k: tf.gather(v, idx) for k, v in self._draws(keys, count).items()}
+        return self._mix(idx, draws)
+
+    def _draws(self, keys: list[tf.Tensor], size: int) -> dict[str, tf.Tensor]:
+        """The per-clip random numbers of the augmentation, `size` of each, from keys[1:6]."""
+        shift_max = int(self.spec.sample_rate * self.augment.time_shift_ms / 1000)
+        out: dict[str, tf.Tensor] = {}
+        if shift_max > 0:
+            out["shift"] = tf.random.stateless_uniform(
+                [size], keys[1], -shift_max, shift_max + 1, tf.int64
+            )
+        if self.background:
+            out["which"] = tf.random.stateless_uniform(
+                [size], keys[2], 0, len(self.background), tf.int64
+            )
+            out["offset"] = tf.random.stateless_uniform([size], keys[3])
+            out["use"] = tf.random.stateless_uniform([size], keys[4])
+            out["volume"] = tf.random.stateless_uniform([size], keys[5])
+        return out
+
+    def _mix_fn(self):
+        """(training row indices, draws) -> (augmented float audio, labels)."""
         train = self.sets["training"]
         spec, aug = self.spec, self.augment
         n = spec.desired_samples
@@ -176,43 +228,33 @@ class AudioProcessor:
             starts = np.cumsum([0] + [len(b) for b in self.background[:-1]])
             noise_start = tf.constant(starts, tf.int64)
             noise_room = tf.constant([len(b) - n for b in self.background], tf.int64)
-        count = len(train)
-        seed = self.seed
 
-        def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            keys = [tf.stack([tf.constant(seed, tf.int64), step * 8 + k]) for k in range(8)]
-            idx = tf.random.stateless_uniform([batch_size], keys[0], 0, count, tf.int64)
+        def mix(idx: tf.Tensor, draws: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
             x = tf.cast(tf.gather(audio, idx), tf.float32) / 32768.0
             y = tf.gather(labels, idx)
             if shift_max > 0:
-                shift = tf.random.stateless_uniform(
-                    [batch_size], keys[1], -shift_max, shift_max + 1, tf.int64
-                )
+                shift = draws["shift"]
                 padded = tf.pad(x, [[0, 0], [shift_max, shift_max]])
                 pos = (shift_max - shift)[:, None] + tf.range(n, dtype=tf.int64)[None, :]
                 x = tf.gather(padded, pos, batch_dims=1)
             is_silence = tf.equal(y, silence_id)
             x = tf.where(is_silence[:, None], tf.zeros_like(x), x)
             if self.background:
-                which = tf.random.stateless_uniform(
-                    [batch_size], keys[2], 0, len(self.background), tf.int64
-                )
+                which = draws["which"]
                 room = tf.cast(tf.gather(noise_room, which), tf.float32)
-                offset = tf.cast(
-                    tf.random.stateless_uniform([batch_size], keys[3]) * room, tf.int64
-                )
+                offset = tf.cast(draws["offset"] * room, tf.int64)
                 pos = (tf.gather(noise_start, which) + offset)[:, None] + tf.range(
                     n, dtype=tf.int64
                 )
                 bg = tf.gather(noise, pos)
-                use = tf.random.stateless_uniform([batch_size], keys[4]) < aug.background_frequency
+                use = draws["use"] < aug.background_frequency
                 use = tf.logical_or(use, is_silence)
-                volume = tf.random.stateless_uniform([batch_size], keys[5]) * aug.background_volume
+                volume = draws["volume"] * aug.background_volume
                 volume = tf.where(use, volume, 0.0)
                 x = tf.clip_by_value(x + bg * volume[:, None], -1.0, 1.0)
             return x, y
 
-        return make_batch
+        return mix
 
     def feature_stats(self, batch_size: int, batches: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """Per-bin mean and std of augmented training features (what the model will see)."""

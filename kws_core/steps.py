@@ -57,24 +57,32 @@ def format_rejected(rejected: pd.DataFrame, limit: int = 10) -> list[str]:
     return lines
 
 
-def train_step(params: Params, progress: bool = True, track: bool = True):
-    """Train on the manifest written by manifest_step (the data must be where it was)."""
+def train_step(
+    params: Params, progress: bool = True, track: bool = True, tags: dict[str, str] | None = None
+):
+    """Train every architecture of train.architectures (default: model_architecture) on the
+    manifest written by manifest_step; returns a `kws_core.compare.Comparison`."""
+    from kws_core.compare import train_architectures
     from kws_core.models import check_architecture
-    from kws_core.train import train
 
-    check_architecture(params.train.model_architecture)  # before the manifest is read
+    for arch in params.train.architecture_list:  # before the manifest is read
+        check_architecture(arch)
     manifest = load_manifest(manifest_path(params))
     data_dir = params.resolve(params.data.data_dir)
-    return train(params, manifest, data_dir, progress=progress, track=track)
+    return train_architectures(
+        params, manifest, data_dir, progress=progress, track=track, tags=tags
+    )
 
 
 def freeze_step(params: Params, progress: bool = True):
-    """Export the best checkpoint of train_step (or train.start_checkpoint) as `kws freeze`."""
+    """Export the champion's best checkpoint (or train.start_checkpoint) as `kws freeze`."""
+    from kws_core.compare import champion_params
     from kws_core.export import export_model
 
+    chosen = champion_params(params)
     manifest = load_manifest(manifest_path(params)) if params.export.quantize else None
     return export_model(
-        params, params.train.start_checkpoint or "best", manifest=manifest, progress=progress
+        chosen, chosen.train.start_checkpoint or "best", manifest=manifest, progress=progress
     )
 
 
@@ -83,3 +91,19 @@ def stream_eval_step(params: Params, graph=None, progress: bool = True, track: b
     from kws_core.streaming.report import streaming_eval
 
     return streaming_eval(params, graph=graph, progress=progress, log_mlflow=track)
+
+
+def streams_step(params: Params):
+    """The keyword and the negative-only test streams (generated or reused), as one step."""
+    from kws_core.streaming.report import generate_test_stream
+
+    return generate_test_stream(params, negative=False), generate_test_stream(params, negative=True)
+
+
+def features_step(params: Params, progress: bool = True):
+    """Build or reuse the augmented feature cache (features.cache_dir) that training reads."""
+    from kws_core.feature_cache import build_feature_cache
+
+    manifest = load_manifest(manifest_path(params))
+    data_dir = params.resolve(params.data.data_dir)
+    return build_feature_cache(params, manifest, data_dir, progress=progress)

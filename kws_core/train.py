@@ -76,7 +76,8 @@ def evaluate_features(model, x: np.ndarray, batch: int = 500) -> np.ndarray:
     """Predicted label indices for features x (inference mode)."""
     preds = []
     for i in range(0, len(x), batch):
-        logits = model(tf.constant(x[i : i + batch]), training=False)
+        # float32 per batch: x may be a memory-mapped float16 cache (never loaded in full)
+        logits = model(tf.constant(np.asarray(x[i : i + batch], np.float32)), training=False)
         preds.append(np.argmax(logits.numpy(), axis=1))
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
@@ -89,18 +90,31 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     track: bool = True,
+    parent_run_id: str = "",
 ) -> TrainResult:
-    """Train params.train.model_architecture on the manifest; returns where everything is."""
+    """Train params.train.model_architecture on the manifest; returns where everything is.
+
+    `parent_run_id` nests the MLflow run under a parent (one per multi-architecture comparison).
+    """
     say = log or (lambda msg: tqdm.write(msg))
     t = params.train
     tf.keras.utils.set_random_seed(t.seed)
     model, labels, spec = build_model(params)
     summary = model_summary(model)
-    processor = AudioProcessor(
-        manifest, data_dir, labels, spec, params.augment, seed=t.seed, progress=progress
-    )
-    val_x, val_y = processor.features("validation")
-    test_x, test_y = processor.features("testing")
+    cache = processor = None
+    if t.feature_source == "cache":
+        # Augmented features from disk (built first if missing): no audio in memory at all.
+        from kws_core.feature_cache import build_feature_cache
+
+        cache = build_feature_cache(params, manifest, data_dir, progress=progress)
+        val_x, val_y = cache.validation, np.asarray(cache.validation_labels)
+        test_x, test_y = cache.testing, np.asarray(cache.testing_labels)
+    else:
+        processor = AudioProcessor(
+            manifest, data_dir, labels, spec, params.augment, seed=t.seed, progress=progress
+        )
+        val_x, val_y = processor.features("validation")
+        test_x, test_y = processor.features("testing")
 
     steps, rates = t.steps, t.rates
     total = sum(steps)
@@ -118,7 +132,10 @@ def train(
         manager.reset()  # a fresh run: forget an earlier run's best and latest
         if t.normalize_features:
             norm, _ = split(model)
-            norm.set_stats(*processor.feature_stats(t.batch_size))
+            if cache is not None:
+                norm.set_stats(*cache.norm_stats)
+            else:
+                norm.set_stats(*processor.feature_stats(t.batch_size))
     else:
         prefix = resolve_checkpoint(t.start_checkpoint, train_dir)
         restore(ckpt, prefix)
@@ -129,6 +146,8 @@ def train(
                 f"start_checkpoint {prefix} is at step {start}, already at or past the "
                 f"{total} steps of how_many_training_steps"
             )
+    if cache is not None:
+        say(f"Training features: {cache.path} ({'reused' if cache.reused else 'built'})")
     labels_path = write_labels(labels, train_dir / f"{t.model_architecture}_labels.txt")
     write_params(params, train_dir / "params.yaml")
 
@@ -167,7 +186,9 @@ def train(
                 "git_commit": git_commit(params.resolve(".")),
                 "wanted_words": params.data.wanted_words,
                 "resumed_from_step": str(start),
-            },
+            }
+            | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
+            | ({"feature_cache": cache.key} if cache is not None else {}),
         )
         tracker.log_metrics({"params": summary["params"], "flops": summary["flops"]}, step=start)
 
@@ -188,13 +209,18 @@ def train(
     status = "FAILED"
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress)
+    dataset = None
     try:
-        dataset = processor.training_dataset(t.batch_size, start + 1, total)
+        if cache is not None:
+            # Rows of the memory-mapped cache keyed by (seed, step), gathered by a thread.
+            dataset = cache.batches(t.batch_size, start + 1, total, t.seed)
+        else:
+            dataset = processor.training_dataset(t.batch_size, start + 1, total)
         step = start
         for step, (x, y) in enumerate(dataset, start=start + 1):
             rate = piecewise_rate(step, steps, rates)
             optimizer.learning_rate.assign(rate)
-            loss, acc, finite = train_step(x, y)
+            loss, acc, finite = train_step(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
             step_var.assign(step)
             if not bool(np.all(finite.numpy())):
                 bad = names[int(np.argmin(finite.numpy()))]
@@ -285,6 +311,8 @@ def train(
         status = "KILLED"
         raise
     finally:
+        if cache is not None and dataset is not None:
+            dataset.close()
         bar.close()
         train_writer.close()
         val_writer.close()

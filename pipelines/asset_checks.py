@@ -1,15 +1,25 @@
-"""Asset checks: the Great Expectations suite on the manifest."""
+"""Asset checks: the data-quality suite, model accuracy and streaming thresholds.
+
+Severity: ERROR blocks downstream assets (the data-quality suite) or marks a model unfit;
+WARN flags a model that works but misses the target people set in params.yaml.
+"""
+
+import json
 
 import dagster as dg
 
+from kws_core.compare import champion_params
 from kws_core.steps import validate_step
 from pipelines.assets.data import partition_manifest
+from pipelines.assets.streaming import streaming_eval_report
+from pipelines.assets.training import trained_model
 from pipelines.resources import KwsParams
 
 
 @dg.asset_check(asset=partition_manifest, blocking=True, description="Great Expectations suite")
 def manifest_expectations(kws: KwsParams) -> dg.AssetCheckResult:
     report = validate_step(kws.load())
+    record = kws.commit("validate") if report.success else None
     return dg.AssetCheckResult(
         passed=report.success,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -18,5 +28,69 @@ def manifest_expectations(kws: KwsParams) -> dg.AssetCheckResult:
             "expectations": len(report.outcomes),
             "failed": len(report.failures),
             "data_docs": dg.MetadataValue.path(str(report.docs_path / "index.html")),
+            "dvc": record.data_version or record.note if record else "not committed (failed)",
+        },
+    )
+
+
+def _grade(value: float, warn: float, fail: float, higher_is_better: bool):
+    """(passed, severity) for a value against warn/fail limits."""
+    bad = (lambda v, lim: v < lim) if higher_is_better else (lambda v, lim: v > lim)
+    if bad(value, fail):
+        return False, dg.AssetCheckSeverity.ERROR
+    if bad(value, warn):
+        return False, dg.AssetCheckSeverity.WARN
+    return True, dg.AssetCheckSeverity.WARN
+
+
+@dg.asset_check(asset=trained_model, description="champion test accuracy vs checks.*_test_accuracy")
+def model_accuracy(kws: KwsParams) -> dg.AssetCheckResult:
+    params = kws.load()
+    chosen = champion_params(params)
+    metrics = json.loads((chosen.resolve(chosen.train.reports_dir) / "metrics.json").read_text())
+    acc = float(metrics["test_accuracy"])
+    t = params.checks
+    passed, severity = _grade(acc, t.warn_test_accuracy, t.fail_test_accuracy, True)
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=severity,
+        metadata={
+            "test_accuracy": dg.MetadataValue.float(acc),
+            "warn_below": t.warn_test_accuracy,
+            "fail_below": t.fail_test_accuracy,
+        },
+    )
+
+
+@dg.asset_check(
+    asset=streaming_eval_report,
+    description="false-reject rate vs checks.*_false_reject_rate; FA/h vs target_fa_per_hour",
+)
+def streaming_thresholds(kws: KwsParams) -> dg.AssetCheckResult:
+    params = kws.load()
+    s = params.stream
+    report = json.loads((params.resolve(s.stream_dir) / "report.json").read_text())
+    frr = report["keyword_stream"]["false_reject_rate"]
+    fa = report["negative_stream"]["false_accepts_per_hour"]
+    c = params.checks
+    passed, severity = _grade(
+        1.0 if frr is None else frr, c.warn_false_reject_rate, c.fail_false_reject_rate, False
+    )
+    notes = []
+    if fa > s.target_fa_per_hour:
+        notes.append(
+            f"{fa:.1f} false accepts/hour at detection_threshold {s.detection_threshold} is above "
+            f"the {s.target_fa_per_hour} target (threshold for the target: "
+            f"{report['target']['threshold']})"
+        )
+        if passed:
+            passed, severity = False, dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=severity,
+        metadata={
+            "false_reject_rate": dg.MetadataValue.float(1.0 if frr is None else frr),
+            "false_accepts_per_hour": dg.MetadataValue.float(fa),
+            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "targets met"),
         },
     )

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_repo_params_yaml_holds_every_key_with_defaults():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert set(raw) == {"data", "features", "augment", "train", "export", "stream"}
+    assert set(raw) == {"data", "features", "augment", "train", "export", "stream", "checks"}
     assert load_params(REPO / "params.yaml").model_dump() == Params().model_dump()
     assert (REPO / "params.yaml").read_text() == render_params_yaml()
 

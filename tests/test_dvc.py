@@ -34,6 +34,9 @@ def dvc_repo(tmp_path):
     params["train"].update(
         how_many_training_steps="2,1", batch_size=4, eval_step_interval=3, save_step_interval=3
     )
+    params["export"].update(representative_examples=10)
+    params["stream"].update(stream_duration_s=12, negative_duration_s=20, word_gap_ms=2000)
+    params["features"].update(cache_copies=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     build_tiny_dataset(repo / params["data"]["data_dir"], ["yes", "no", "cat"], 100)
     run(["git", "init", "-q"], repo, env)
@@ -43,31 +46,71 @@ def dvc_repo(tmp_path):
     return repo, env
 
 
+STAGES = (
+    "dataset",
+    "manifest",
+    "validate",
+    "features",
+    "train",
+    "freeze",
+    "streams",
+    "stream_eval",
+)
+
+
 def test_dvc_repro_runs_every_stage_and_is_then_up_to_date(dvc_repo):
     repo, env = dvc_repo
     out = run(["dvc", "repro"], repo, env).stdout
-    for stage in ("dataset", "manifest", "validate", "train"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in out
     assert (repo / "results/speech_commands_train/low_latency_conv.ckpt-best.index").exists()
     assert (repo / "results/manifest/manifest.parquet").exists()
     assert (repo / "results/manifest/data_docs/index.html").exists()
+    assert (repo / "results/frozen/model/model_int8.tflite").exists()
+    assert (repo / "results/streaming/det_curve.png").exists()
     assert (repo / "dvc.lock").exists()
     assert "up to date" in run(["dvc", "status"], repo, env).stdout.lower()
     again = run(["dvc", "repro"], repo, env).stdout
     assert "Running stage" not in again
     metrics = run(["dvc", "metrics", "show"], repo, env).stdout
     assert "quality_metrics.json" in metrics and "passed" in metrics
-    assert "test_accuracy" in metrics
+    assert "test_accuracy" in metrics and "report.json" in metrics
+    plots = run(["dvc", "plots", "show", "--json"], repo, env).stdout
+    assert "det_curve.csv" in plots and "confusion_matrix.png" in plots
 
 
 def test_dvc_reruns_only_what_a_param_change_touches(dvc_repo):
     repo, env = dvc_repo
     run(["dvc", "repro"], repo, env)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"]["unknown_percentage"] = 20.0
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run(["dvc", "repro"], repo, env).stdout
-    assert "Running stage 'manifest'" in out
-    assert "Running stage 'dataset'" not in out
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "baseline"], repo, env)
+
+    def change(section, key, value):
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params[section][key] = value
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        return run(["dvc", "repro"], repo, env).stdout
+
+    # A RecognizeCommands setting: only the streaming evaluation runs again.
+    out = change("stream", "detection_threshold", 0.5)
+    assert [s for s in STAGES if f"Running stage '{s}'" in out] == ["stream_eval"]
+    assert "stream.detection_threshold" in run(["dvc", "params", "diff"], repo, env).stdout
+    # A data param: everything downstream of the manifest, never the data set itself.
+    out = change("data", "unknown_percentage", 20.0)
+    ran = [s for s in STAGES if f"Running stage '{s}'" in out]
+    assert ran == ["manifest", "validate", "features", "train", "freeze", "streams", "stream_eval"]
     # the local data set (data_url "") is the user's: repro never deleted it
     assert any((repo / "data/speech_commands/yes").glob("*.wav"))
+
+
+def test_dvc_exp_run_tries_another_architecture(dvc_repo):
+    repo, env = dvc_repo
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "baseline"], repo, env)
+    out = run(
+        ["dvc", "exp", "run", "--temp", "-S", "train.model_architecture=single_fc"], repo, env
+    ).stdout
+    assert "Running stage 'train'" in out and "Running stage 'dataset'" not in out
+    shown = run(["dvc", "exp", "show", "--json"], repo, env).stdout
+    assert "single_fc" in shown

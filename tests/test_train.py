@@ -39,11 +39,14 @@ def params_for(root, **over):
         "summaries_dir": str(root / "logs"),
         "reports_dir": str(root / "reports"),
         "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+        "cache_dir": str(root / "features"),
     }
     return load_params(None, base | over)
 
 
 def run(root, data, track=False, **over):
+    # one feature cache beside the module's data set, shared by the tests (keyed by params)
+    over.setdefault("cache_dir", str(data.parent / "features"))
     p = params_for(root, **over)
     manifest = build_manifest(p.data, data, progress=False).manifest
     lines = []
@@ -120,19 +123,23 @@ def _weights(train_dir, arch):
     return {k: reader.get_tensor(k) for k in keys}
 
 
-def test_resume_ends_at_the_same_step_with_the_same_weights(tiny, tmp_path):
+@pytest.mark.parametrize("source", ["cache", "on_the_fly"])
+def test_resume_ends_at_the_same_step_with_the_same_weights(tiny, tmp_path, source):
     _, data = tiny
-    full, full_lines = run(tmp_path / "a", data)
-    part, _ = run(tmp_path / "b", data, how_many_training_steps="4,2")
+    full, full_lines = run(tmp_path / "a", data, feature_source=source)
+    part, _ = run(tmp_path / "b", data, how_many_training_steps="4,2", feature_source=source)
     # simulate an interruption: resume from the step-2 checkpoint of run b
     resumed, lines = run(
-        tmp_path / "b", data, start_checkpoint=str(tmp_path / "b/train/low_latency_conv.ckpt-2")
+        tmp_path / "b",
+        data,
+        feature_source=source,
+        start_checkpoint=str(tmp_path / "b/train/low_latency_conv.ckpt-2"),
     )
     assert lines[0].startswith("Restored") and "at step 2" in lines[0]
     assert resumed.start_step == 2 and resumed.final_step == full.final_step == 6
     first = [line for line in lines if line.startswith("Step #")][0]
     assert first.startswith("Step #3: rate 0.010000")
-    other, _ = run(tmp_path / "c", data, seed=1)
+    other, _ = run(tmp_path / "c", data, seed=1, feature_source=source)
     arch = "low_latency_conv"
     a, b = _weights(full.train_dir, arch), _weights(resumed.train_dir, arch)
     c = _weights(other.train_dir, arch)

@@ -2,7 +2,9 @@
 
 import dagster as dg
 
-from kws_core.steps import dataset_step, format_counts, manifest_step
+from kws_core.manifest import label_counts
+from kws_core.steps import dataset_step, manifest_step
+from pipelines.metadata import result
 from pipelines.resources import KwsParams
 
 GROUP = "data"
@@ -12,13 +14,14 @@ GROUP = "data"
 def raw_dataset(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.MaterializeResult:
     params = kws.load()
     raw = dataset_step(params, progress=kws.progress)
-    return dg.MaterializeResult(
-        metadata={
+    return result(
+        {
             "data_dir": dg.MetadataValue.path(str(raw.data_dir)),
             "source": raw.source,
             "clips": raw.n_files,
             "reused": raw.reused,
-        }
+        },
+        kws.commit("dataset"),
     )
 
 
@@ -31,19 +34,18 @@ def partition_manifest(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.
     params = kws.load()
     out = manifest_step(params, progress=kws.progress)
     res = out.result
-    return dg.MaterializeResult(
-        metadata={
+    return result(
+        {
             "path": dg.MetadataValue.path(str(out.paths["manifest"])),
             "dagster/row_count": len(res.manifest),
             "clips_per_label_and_partition": dg.MetadataValue.md(
-                "```\n" + format_counts(res.manifest) + "\n```"
+                label_counts(res.manifest).to_markdown()
             ),
             "rejected_files": len(res.rejected),
             "rejected": dg.MetadataValue.md(
-                "```\n" + res.rejected.head(50).to_string(index=False) + "\n```"
-                if len(res.rejected)
-                else "none"
+                res.rejected.head(50).to_markdown(index=False) if len(res.rejected) else "none"
             ),
             "list_disagreements": len(res.disagreements),
-        }
+        },
+        kws.commit("manifest"),
     )

@@ -1,0 +1,62 @@
+"""Trained models: every architecture of train.architectures, grouped in MLflow, one champion."""
+
+import json
+
+import dagster as dg
+
+from kws_core.steps import train_step
+from pipelines.assets.features import augmented_features
+from pipelines.metadata import image, mlflow_run, result
+from pipelines.resources import KwsParams
+
+
+@dg.asset(
+    group_name="model",
+    deps=[augmented_features],
+    description="Checkpoints of each architecture in train.architectures (default: "
+    "model_architecture); the best by validation accuracy is the champion.",
+)
+def trained_model(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.MaterializeResult:
+    params = kws.load()
+    comparison = train_step(
+        params,
+        progress=kws.progress,
+        track=True,
+        tags={"dagster_run_id": context.run.run_id},
+    )
+    best = comparison.best
+    rows = [
+        "| architecture | weights | steps/s | validation | test |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for a, r in comparison.results.items():
+        name = f"{a} (champion)" if a == comparison.champion else a
+        rows.append(
+            f"| {name} | {r.params_count:,} | {r.steps_per_second:.1f} | "
+            f"{100 * r.best_val_accuracy:.1f}% | {100 * r.test_accuracy:.1f}% |"
+        )
+    table = "\n".join(rows)
+    metadata = {
+        "champion": comparison.champion,
+        "validation_accuracy": dg.MetadataValue.float(best.best_val_accuracy),
+        "test_accuracy": dg.MetadataValue.float(best.test_accuracy),
+        "architectures": dg.MetadataValue.md(table),
+        "steps_per_second": dg.MetadataValue.float(best.steps_per_second),
+        "weights": best.params_count,
+        "best_checkpoint": dg.MetadataValue.path(str(best.best_checkpoint)),
+        "confusion_matrix": image(best.reports_dir / "confusion_matrix.png", "confusion matrix"),
+        "champion_file": dg.MetadataValue.path(str(comparison.champion_file)),
+    }
+    if best.run_id:
+        metadata["mlflow_run"] = mlflow_run(_experiment_of(params, best.run_id), best.run_id)
+        metadata["mlflow_parent_run"] = comparison.parent_run_id
+    context.log.info(json.dumps({a: r.best_val_accuracy for a, r in comparison.results.items()}))
+    return result(metadata, kws.commit("train"))
+
+
+def _experiment_of(params, run_id: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from kws_core.tracking import resolve_tracking_uri
+
+    return MlflowClient(resolve_tracking_uri(params)).get_run(run_id).info.experiment_id

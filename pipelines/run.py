@@ -1,0 +1,140 @@
+"""`make run`: materialize every asset in-process through Dagster, then say where results are.
+
+    python -m pipelines.run [--params params.yaml]
+
+The run is recorded in the Dagster instance at $DAGSTER_HOME (the Makefile uses
+`results/dagster_home`), so `make ui` shows it afterwards. Each asset `dvc commit`s its stage,
+so `dvc status` is clean at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from kws_core.errors import KwsError
+
+INSTANCE_CONFIG = """\
+telemetry:
+  enabled: false
+# Step stdout/stderr are not captured to files: in-process runs (make run) share the caller's
+# stderr, and capturing it left it closed after the run. Structured logs are kept.
+compute_logs:
+  module: dagster._core.storage.noop_compute_log_manager
+  class: NoOpComputeLogManager
+"""
+
+
+def instance_for(home: Path) -> dg.DagsterInstance:
+    """A persistent instance in `home` (telemetry off, no onboarding dialog)."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(INSTANCE_CONFIG)
+    nux = home / ".nux" / "nux.yaml"
+    if not nux.exists():
+        nux.parent.mkdir(parents=True, exist_ok=True)
+        nux.write_text("seen: 1\n")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def materialize_all(params_path: Path, instance: dg.DagsterInstance, progress: bool = True):
+    from pipelines.definitions import all_assets, all_checks
+    from pipelines.resources import KwsParams
+
+    return dg.materialize(
+        [*all_assets, *all_checks],
+        resources={"kws": KwsParams(params_path=str(params_path), progress=progress)},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def kws_pipeline_job():
+    """The whole pipeline as a job (module level, so other processes can reconstruct it)."""
+    from pipelines.definitions import defs
+
+    return defs.resolve_job_def("kws_pipeline")
+
+
+def execute_multiprocess(params_path: Path, instance: dg.DagsterInstance):
+    """Run kws_pipeline with the multiprocess executor: independent assets in parallel."""
+    os.environ["KWS_PARAMS"] = str(params_path)  # read by each step's process
+    return dg.execute_job(dg.reconstructable(kws_pipeline_job), instance=instance)
+
+
+def summary(result: dg.ExecuteInJobResult) -> list[str]:
+    lines = []
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        meta = mat.metadata
+        shown = []
+        for key in (
+            "path",
+            "data_dir",
+            "clips",
+            "dagster/row_count",
+            "champion",
+            "validation_accuracy",
+            "test_accuracy",
+            "correct_pct",
+            "false_reject_rate",
+            "false_accepts_per_hour",
+            "dvc_data_version",
+        ):
+            if key in meta:
+                value = meta[key].value
+                shown.append(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}")
+        lines.append(f"{mat.asset_key.to_user_string():<22} " + ", ".join(shown))
+    for check in result.get_asset_check_evaluations():
+        verdict = "passed" if check.passed else f"FAILED ({check.severity.value})"
+        lines.append(f"check {check.check_name:<28} {verdict}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--dagster_home", default="results/dagster_home")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--multiprocess",
+        action="store_true",
+        help="one process per step, independent assets in parallel (default: in-process)",
+    )
+    args = ap.parse_args(argv)
+    params_path = Path(args.params).resolve()
+    t0 = time.perf_counter()
+    instance = instance_for(Path(args.dagster_home).resolve())
+    try:
+        if args.multiprocess:
+            result = execute_multiprocess(params_path, instance)
+        else:
+            result = materialize_all(params_path, instance, progress=not args.no_progress)
+    except KwsError as e:
+        print(f"make run: error: {e}", file=sys.stderr)
+        return 2
+    print("\n== kws pipeline (Dagster) ==")
+    print("\n".join(summary(result)))
+    if not result.success:
+        failed = [e for e in result.all_events if e.is_step_failure]
+        for e in failed:
+            err = e.step_failure_data.error
+            msg = err.message.strip().splitlines()[-1] if err else "failed"
+            print(f"step {e.step_key} failed: {msg}", file=sys.stderr)
+        return 1
+    print(f"\nDagster run {result.run_id} in {time.perf_counter() - t0:.0f} s")
+    print(f"  dagster UI:   make ui  (DAGSTER_HOME={instance.root_directory})")
+    print("  mlflow UI:    make mlflow-ui")
+    print("  results:      results/ (manifest, train_reports, frozen/model, streaming/report.md)")
+    print("  dvc:          dvc status (clean: every stage is committed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
