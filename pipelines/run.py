@@ -52,6 +52,8 @@ def materialize_all(params_path: Path, instance: dg.DagsterInstance, progress: b
         resources={"kws": KwsParams(params_path=str(params_path), progress=progress)},
         instance=instance,
         raise_on_error=False,
+        # The console shows progress bars and warnings; every event is in the instance (make ui).
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
 
 

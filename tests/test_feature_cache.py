@@ -202,7 +202,7 @@ def test_training_streams_from_the_cache(tiny, built, tmp_path, monkeypatch):
 
     root, data, manifest = tiny
     out = {k: str(tmp_path / k) for k in ("train_dir", "summaries_dir", "reports_dir")}
-    p = params(root, **out)
+    p = params(root, feature_source="cache", **out)
 
     def no_audio(*a, **k):
         raise AssertionError("training from the cache must not load the audio")
