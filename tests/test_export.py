@@ -17,26 +17,14 @@ from kws_core.input_data import AudioProcessor
 from kws_core.manifest import build_manifest
 from kws_core.train import evaluate_features, train
 from tests.conftest import build_tiny_dataset
-from tests.test_train import params_for
+from tests.test_train import learned_params, params_for
 
 WORDS = ["yes", "no", "cat", "dog"]
 
 
 def _trained(root, **over):
     data = build_tiny_dataset(root / "data", WORDS, 150, learnable=True)
-    p = params_for(
-        root,
-        wanted_words="yes,no,cat",
-        how_many_training_steps="60,20",
-        learning_rate="0.003,0.001",
-        batch_size=32,
-        eval_step_interval=40,
-        save_step_interval=40,
-        output_file=str(root / "export"),
-        representative_examples=100,
-        testing_percentage=20,
-        **over,
-    )
+    p = learned_params(root, representative_examples=100, **over)
     manifest = build_manifest(p.data, data, progress=False).manifest
     train(p, manifest, data, progress=False, log=lambda _m: None, track=False)
     return p, manifest, data

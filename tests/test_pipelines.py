@@ -16,6 +16,7 @@ from pipelines.definitions import defs
 from pipelines.resources import KwsParams
 from pipelines.sensors import folder_hash, new_data_sensor
 from tests.conftest import REPO, build_tiny_dataset
+from tests.test_dvc import STAGES
 
 ASSETS = {
     "raw_dataset",
@@ -171,16 +172,7 @@ def test_make_run_path_materializes_everything_and_leaves_dvc_clean(dvc_project,
         assert repo.status() == {}
         assert repo.reproduce() == []
     lock = yaml.safe_load((dvc_project / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {
-        "dataset",
-        "manifest",
-        "validate",
-        "features",
-        "train",
-        "freeze",
-        "streams",
-        "stream_eval",
-    }
+    assert set(lock) == set(STAGES)
     from pipelines.dvc_link import read_lock
 
     version = instance.get_latest_data_version_record(dg.AssetKey("trained_model"))

@@ -17,7 +17,7 @@ from kws_core.streaming.run import score_stream, window_starts
 from kws_core.streaming.score import read_ground_truth
 from kws_core.train import train
 from tests.conftest import build_tiny_dataset
-from tests.test_train import params_for
+from tests.test_train import learned_params
 
 STREAM = {
     "stream_duration_s": 60,
@@ -32,19 +32,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("stream")
     data = build_tiny_dataset(root / "data", ["yes", "no", "cat", "dog"], 150, learnable=True)
     over = STREAM | {"stream_dir": str(root / "streaming")}
-    p = params_for(
-        root,
-        wanted_words="yes,no,cat",
-        how_many_training_steps="60,20",
-        learning_rate="0.003,0.001",
-        batch_size=32,
-        eval_step_interval=40,
-        save_step_interval=40,
-        output_file=str(root / "export"),
-        representative_examples=50,
-        testing_percentage=20,
-        manifest_dir=str(root / "manifest"),
-        **over,
+    p = learned_params(
+        root, representative_examples=50, manifest_dir=str(root / "manifest"), **over
     )
     result = build_manifest(p.data, data, progress=False)
     write_manifest(result, root / "manifest")

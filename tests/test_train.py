@@ -44,6 +44,21 @@ def params_for(root, **over):
     return load_params(None, base | over)
 
 
+def learned_params(root, **over):
+    """Params for a small model that really learns `build_tiny_dataset(..., learnable=True)`."""
+    base = {
+        "wanted_words": "yes,no,cat",
+        "how_many_training_steps": "60,20",
+        "learning_rate": "0.003,0.001",
+        "batch_size": 32,
+        "eval_step_interval": 40,
+        "save_step_interval": 40,
+        "output_file": str(root / "export"),
+        "testing_percentage": 20,
+    }
+    return params_for(root, **(base | over))
+
+
 def run(root, data, track=False, **over):
     # one feature cache beside the module's data set, shared by the tests (keyed by params)
     over.setdefault("cache_dir", str(data.parent / "features"))

@@ -15,17 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_pipelines import ASSETS as ASSET_KEYS
 from tests.ui.conftest import REPO, free_port, venv_bin
 
-ASSETS = [
-    "raw_dataset",
-    "partition_manifest",
-    "augmented_features",
-    "trained_model",
-    "frozen_graph",
-    "test_streams",
-    "streaming_eval_report",
-]
+# The seven asset keys, in pipeline order (tests/test_pipelines.py checks the same set).
+ASSETS = sorted(ASSET_KEYS)
 TINY_PARAMS = """\
 data: {data_url: "", data_dir: data, wanted_words: "yes,no", manifest_dir: results/manifest}
 train:
