@@ -10,7 +10,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test lint venv clean lock ui mlflow-ui
+.PHONY: run test lint venv clean lock ui mlflow-ui bench
 
 venv: $(STAMP)
 
@@ -37,6 +37,14 @@ ui: $(STAMP)
 # MLflow UI on http://127.0.0.1:5000 for the runs `kws train` tracks.
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --default-artifact-root results/mlartifacts -h 127.0.0.1 -p 5000
+
+# Benchmarks (not tests): needs the data of `make run`; each appends to bench/results/*.json.
+# Issue 7 (in progress): BENCHMARKS.md is still edited by hand from these results.
+bench: $(STAMP)
+	@test -f results/manifest/manifest.parquet || $(MAKE) run
+	$(BIN)/python bench/pipeline_rates.py --repeats 5
+	$(BIN)/python bench/export_latency.py --runs 200 --stream_s 120
+	$(BIN)/python bench/train_archs.py --steps 400
 
 lint: $(STAMP)
 	$(BIN)/ruff check kws_core pipelines tests

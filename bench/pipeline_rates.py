@@ -1,0 +1,167 @@
+"""Front-end and input-pipeline throughput, and what the pipeline costs a training step.
+
+    .venv/bin/python bench/pipeline_rates.py --repeats 5 --out bench/results/pipeline_rates.json
+
+Needs the default data set and manifest (`make run` first). Three measurements, each repeated
+`--repeats` times after a warm-up, reported as median and min-max:
+
+1. front end: `compute_features` (mfcc 98x40) on batches of 1,000 clips already in memory;
+2. training input pipeline: batches of 100 delivered by `AudioProcessor.training_dataset`
+   (gather from RAM + time shift + background noise + features), nothing consuming them;
+3. the default model's training step fed by that pipeline vs fed the same batch from memory
+   (the issue-7 criterion: the pipeline should cost under 10%).
+
+Pipelines are started (traced, first batch out) before the clock starts: startup is paid once
+per training run, not per step.
+
+Reference (issue 7, the unmodified TensorFlow example on this machine type): ~400 training clips/s
+from its input pipeline. Each measurement prints one summary line and the run is appended to the
+JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXAMPLE_PIPELINE_CLIPS_PER_S = 400.0
+
+
+def _repeat(fn, repeats: int) -> list[float]:
+    fn()  # warm-up (tracing, allocation)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(float(np.median(values)), 1),
+        "min": round(float(np.min(values)), 1),
+        "max": round(float(np.max(values)), 1),
+    }
+
+
+def main() -> None:
+    import tensorflow as tf
+
+    from kws_core.config import load_params
+    from kws_core.features import compute_features
+    from kws_core.input_data import AudioProcessor
+    from kws_core.manifest import load_manifest
+    from kws_core.models import build_model
+    from kws_core.steps import manifest_path
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batches", type=int, default=100, help="pipeline batches per repeat")
+    ap.add_argument("--out", default="bench/results/pipeline_rates.json")
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    model, labels, spec = build_model(params)
+    proc = AudioProcessor(
+        load_manifest(manifest_path(params)),
+        params.resolve(params.data.data_dir),
+        labels,
+        spec,
+        params.augment,
+        progress=False,
+    )
+    rows = {}
+
+    # 1. front end
+    clips = tf.constant(proc.sets["training"].float_audio()[:1000])
+    fe = _repeat(lambda: compute_features(clips, spec).numpy(), args.repeats)
+    rows["frontend_clips_per_s"] = _summary([len(clips) / t for t in fe])
+    print(f"front end (mfcc 98x40, batches of 1000): {rows['frontend_clips_per_s']} clips/s")
+
+    # 2. input pipeline alone
+    batch = params.train.batch_size
+    n = args.batches
+
+    def started(first: int):
+        """An iterator over n batches whose pipeline is already traced and running."""
+        it = iter(proc.training_dataset(batch, first, first + n))
+        next(it)
+        return it
+
+    def drain():
+        it = started(1)
+        t0 = time.perf_counter()
+        for _ in it:
+            pass
+        return time.perf_counter() - t0
+
+    ip = [drain() for _ in range(args.repeats + 1)][1:]
+    rows["pipeline_clips_per_s"] = _summary([n * batch / t for t in ip])
+    ratio = rows["pipeline_clips_per_s"]["median"] / EXAMPLE_PIPELINE_CLIPS_PER_S
+    rows["pipeline_vs_example"] = round(ratio, 1)
+    print(
+        f"training input pipeline (batch {batch}): {rows['pipeline_clips_per_s']} clips/s, "
+        f"{ratio:.1f}x the example's ~400"
+    )
+
+    # 3. a training step fed by the pipeline vs from memory
+    optimizer = tf.keras.optimizers.Adam(1e-3)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    x0, y0 = next(iter(proc.training_dataset(batch, 1, 1)))
+
+    def from_memory():
+        for _ in range(n):
+            step(x0, y0).numpy()
+
+    def from_pipeline():
+        it = started(1)
+        t0 = time.perf_counter()
+        for x, y in it:
+            step(x, y).numpy()
+        return time.perf_counter() - t0
+
+    mem = _repeat(from_memory, args.repeats)
+    pipe = [from_pipeline() for _ in range(args.repeats + 1)][1:]
+    rows["step_ms_from_memory"] = _summary([1000 * t / n for t in mem])
+    rows["step_ms_with_pipeline"] = _summary([1000 * t / n for t in pipe])
+    overhead = np.median(pipe) / np.median(mem) - 1
+    rows["pipeline_overhead_pct"] = round(100 * overhead, 1)
+    print(
+        f"{params.train.model_architecture} step: {rows['step_ms_from_memory']['median']} ms from "
+        f"memory, {rows['step_ms_with_pipeline']['median']} ms with the pipeline "
+        f"(+{100 * overhead:.0f}%)"
+    )
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    history = json.loads(out.read_text()) if out.exists() else []
+    history.append(
+        {
+            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": platform.platform(),
+            "repeats": args.repeats,
+            "architecture": params.train.model_architecture,
+            "rows": rows,
+        }
+    )
+    out.write_text(json.dumps(history, indent=1))
+
+
+if __name__ == "__main__":
+    main()
