@@ -28,6 +28,10 @@ def test_two_architectures_are_grouped_and_the_champion_is_exported(tmp_path):
         manifest_dir=str(tmp_path / "manifest"),
         output_file=str(tmp_path / "export"),
         representative_examples=10,
+        stream_duration_s=12,
+        negative_duration_s=20,
+        word_gap_ms=2000,
+        stream_dir=str(tmp_path / "streaming"),
     )
     with pytest.raises(KwsError, match="no champion recorded"):
         champion_params(p)
@@ -49,3 +53,9 @@ def test_two_architectures_are_grouped_and_the_champion_is_exported(tmp_path):
         assert client.get_run(r.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
     exported = freeze_step(p, progress=False)
     assert json.loads(exported.meta.read_text())["architecture"] == comparison.champion
+    # The streaming report goes to the champion's run.
+    from kws_core.streaming.report import streaming_eval
+
+    streaming_eval(p, progress=False)
+    champion_run = client.get_run(comparison.best.run_id)
+    assert "stream_false_accepts_per_hour" in champion_run.data.metrics

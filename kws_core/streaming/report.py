@@ -326,10 +326,14 @@ def _markdown(result: StreamReport, curve: pd.DataFrame) -> str:
 
 def _log_to_training_run(params: Params, result: StreamReport) -> None:
     """Attach the report to the MLflow run that trained the model (from its metrics.json)."""
-    metrics_file = params.resolve(params.train.reports_dir) / "metrics.json"
+    from kws_core.compare import champion_params
+    from kws_core.errors import KwsError
+
     try:
+        chosen = champion_params(params)  # with train.architectures: the exported champion
+        metrics_file = chosen.resolve(chosen.train.reports_dir) / "metrics.json"
         run_id = json.loads(metrics_file.read_text()).get("run_id", "")
-    except (OSError, ValueError):
+    except (OSError, ValueError, KwsError):
         return
     if not run_id:
         return
