@@ -17,13 +17,12 @@ Streaming real-time factor (processing s / audio s): `kws_core.streaming.run.sco
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from results_log import append_run
 
 
 def _time(fn, runs: int) -> dict[str, float]:
@@ -136,19 +135,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     calib = (0.05 * rng.standard_normal((50, 16000))).astype(np.float32)
     rows = [bench_arch(a, args.runs, calib, args.stream_s) for a in args.archs.split(",")]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    history = json.loads(out.read_text()) if out.exists() else []
-    history.append(
-        {
-            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "machine": platform.platform(),
-            "runs": args.runs,
-            "stream_s": args.stream_s,
-            "rows": rows,
-        }
-    )
-    out.write_text(json.dumps(history, indent=1))
+    append_run(args.out, runs=args.runs, stream_s=args.stream_s, rows=rows)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,10 @@ JSON file.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from results_log import append_run
 
 EXAMPLE_PIPELINE_CLIPS_PER_S = 400.0
 
@@ -148,19 +146,9 @@ def main() -> None:
         f"(+{100 * overhead:.0f}%)"
     )
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    history = json.loads(out.read_text()) if out.exists() else []
-    history.append(
-        {
-            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "machine": platform.platform(),
-            "repeats": args.repeats,
-            "architecture": params.train.model_architecture,
-            "rows": rows,
-        }
+    append_run(
+        args.out, repeats=args.repeats, architecture=params.train.model_architecture, rows=rows
     )
-    out.write_text(json.dumps(history, indent=1))
 
 
 if __name__ == "__main__":
