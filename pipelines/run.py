@@ -22,8 +22,8 @@ from kws_core.errors import KwsError
 INSTANCE_CONFIG = """\
 telemetry:
   enabled: false
-# Step stdout/stderr are not captured to files: in-process runs (make run) share the caller's
-# stderr, and capturing it left it closed after the run. Structured logs are kept.
+# Step stdout/stderr are not captured to files: `make run` shows its progress bars in the
+# terminal as they happen. Structured event logs (what `make ui` shows) are kept.
 compute_logs:
   module: dagster._core.storage.noop_compute_log_manager
   class: NoOpComputeLogManager
