@@ -38,11 +38,11 @@ from kws_core.atomic import atomic_dir
 from kws_core.config import Params
 from kws_core.errors import ConfigError
 from kws_core.evaluate import load_model
+from kws_core.exported import EXPORT_META
 from kws_core.features import FeatureSpec, compute_features
 from kws_core.labels import write_labels
 from kws_core.models.normalization import split
 
-EXPORT_META = "export.json"
 META_FORMAT = 2
 FLOAT_TFLITE = "model_float.tflite"
 INT8_TFLITE = "model_int8.tflite"

@@ -14,6 +14,15 @@ import pandas as pd  # noqa: E402
 from kws_core.atomic import atomic_path  # noqa: E402
 
 
+def _save(fig, path: Path, dpi: int = 100) -> Path:
+    """Write a figure as PNG atomically (temp file, then rename) and free it."""
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return path
+
+
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     """Counts [true label, predicted label]."""
     cm = np.zeros((n, n), dtype=np.int64)
@@ -48,11 +57,7 @@ def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str = "
                 color = "white" if rates[i, j] > 0.5 else "black"
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true label")
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def plot_spectrogram(
@@ -80,11 +85,7 @@ def plot_spectrogram(
     bottom.set_xlabel("frame (window stride)")
     bottom.set_ylabel("coefficient" if feature_name == "mfcc" else "bin")
     fig.colorbar(im2, ax=bottom, label=feature_name)
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def plot_det_curve(
@@ -131,8 +132,4 @@ def plot_det_curve(
     ax.set_title(title or "streaming DET curve")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
