@@ -3,7 +3,8 @@
 One export folder holds:
 
 * `saved_model/`: serving signature `serving_default` (float PCM in [-1, 1]) and `pcm_int16`
-  (raw 16-bit samples), both returning softmax scores;
+  (raw 16-bit samples), both returning softmax scores, and `features` (the front end's output,
+  un-normalised), with which a stream computes its features once instead of per window;
 * `model_float.tflite`: the same graph, TFLite builtin ops only (no DecodeWav / AudioSpectrogram /
   Mfcc), float PCM [1, samples] in;
 * `model_int8.tflite` (export.quantize): int16 PCM in, float scores out; the front end and the
@@ -38,7 +39,7 @@ from kws_core.atomic import atomic_dir
 from kws_core.config import Params
 from kws_core.errors import ConfigError
 from kws_core.evaluate import load_model
-from kws_core.exported import EXPORT_META
+from kws_core.exported import EXPORT_META, FEATURES_SIGNATURE
 from kws_core.features import FeatureSpec, compute_features
 from kws_core.labels import write_labels
 from kws_core.models.normalization import split
@@ -144,6 +145,10 @@ class ExportGraphs:
     def scores_from_features(self, features):
         return tf.nn.softmax(self.body(features, training=False))
 
+    def scores_from_raw_features(self, features):
+        """Un-normalised front-end output in: lets a stream compute its features once."""
+        return tf.nn.softmax(self.body(self.norm(features), training=False))
+
     def input_spec(self, batch: int | None, dtype=tf.float32) -> tf.TensorSpec:
         if self.features_outside:
             return tf.TensorSpec([batch, *self.spec.shape], dtype, name="features")
@@ -162,6 +167,10 @@ class ExportGraphs:
         sigs = {"serving_default": self.function(None).get_concrete_function()}
         if not self.features_outside:
             sigs["pcm_int16"] = self.function(None, tf.int16).get_concrete_function()
+            raw = tf.TensorSpec([None, *self.spec.shape], tf.float32, name="features")
+            sigs[FEATURES_SIGNATURE] = tf.function(
+                self.scores_from_raw_features, input_signature=[raw]
+            ).get_concrete_function()
         return sigs
 
     def _converter(self, dtype=tf.float32) -> tf.lite.TFLiteConverter:

@@ -21,6 +21,7 @@ from kws_core.features import FeatureSpec
 from kws_core.labels import read_labels
 
 EXPORT_META = "export.json"
+FEATURES_SIGNATURE = "features"  # SavedModel signature: un-normalised features in
 TFLITE_BATCH = 256  # clips per interpreter call when the model accepts a resized batch
 
 
@@ -50,6 +51,7 @@ class ExportedModel:
     labels: list[str]
     _run: object = None
     _input: dict | None = None
+    _from_features: object = None
 
     @property
     def takes_features(self) -> bool:
@@ -127,7 +129,8 @@ class ExportedModel:
 
         folder = self.path if (self.path / "saved_model.pb").exists() else self.path / "saved_model"
         try:
-            fn = tf.saved_model.load(str(folder)).signatures["serving_default"]
+            signatures = tf.saved_model.load(str(folder)).signatures
+            fn = signatures["serving_default"]
         except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
             first = str(e).strip().splitlines()[0][:120]
             raise KwsError(f"--graph {self.path}: not a usable SavedModel ({first})") from None
@@ -135,6 +138,8 @@ class ExportedModel:
         out = list(fn.structured_outputs.values())[0]
         self._check_io(list(spec.shape), int(out.shape[-1]))
         self._run = fn
+        if not self.takes_features:  # exports before the features signature lack it
+            self._from_features = signatures.get(FEATURES_SIGNATURE)
 
     # ----------------------------------------------------------------- scoring
     def model_input(self, pcm: np.ndarray) -> np.ndarray:
@@ -143,10 +148,7 @@ class ExportedModel:
             return pcm.astype(np.float32)
         from kws_core.input_data import features_of
 
-        norm = self.meta["normalization"]
-        mean = np.asarray(norm["mean"], np.float32)
-        std = np.maximum(np.asarray(norm["std"], np.float32), 1e-12)
-        return ((features_of(pcm.astype(np.float32), self.spec) - mean) / std).astype(np.float32)
+        return self._normalize(features_of(pcm.astype(np.float32), self.spec))
 
     def scores(self, pcm: np.ndarray) -> np.ndarray:
         """Float scores [N, labels] for float PCM clips [N, desired_samples]."""
@@ -155,17 +157,48 @@ class ExportedModel:
             raise KwsError(
                 f"scores() needs clips of shape [N, {self.spec.desired_samples}], got {pcm.shape}"
             )
-        x = self.model_input(pcm)
+        return self._model_scores(self.model_input(pcm))
+
+    def _model_scores(self, x: np.ndarray) -> np.ndarray:
+        """The model's own input in, float scores out."""
         if self.path.suffix == ".tflite":
             return self._tflite_scores(x)
+        return self._signature_scores(self._run, "features" if self.takes_features else "pcm", x)
+
+    def _signature_scores(self, fn, name: str, x: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
-        name = "features" if self.takes_features else "pcm"
         out = [
-            list(self._run(**{name: tf.constant(x[i : i + 1000])}).values())[0].numpy()
+            list(fn(**{name: tf.constant(x[i : i + 1000])}).values())[0].numpy()
             for i in range(0, len(x), 1000)
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    @property
+    def scores_features(self) -> bool:
+        """Whether `scores_from_features` works (features-in models, or a SavedModel that has
+        the `features` signature)."""
+        return self.takes_features or self._from_features is not None
+
+    def scores_from_features(self, features: np.ndarray) -> np.ndarray:
+        """Float scores [N, labels] for un-normalised front-end output [N, frames, bins]."""
+        features = np.asarray(features, np.float32)
+        if features.shape[1:] != tuple(self.spec.shape):
+            raise KwsError(
+                f"scores_from_features() needs features of shape [N, {self.spec.shape[0]}, "
+                f"{self.spec.shape[1]}], got {features.shape}"
+            )
+        if self._from_features is not None:
+            return self._signature_scores(self._from_features, FEATURES_SIGNATURE, features)
+        if not self.takes_features:
+            raise KwsError(f"{self.path}: this model takes PCM only; re-run `kws freeze`")
+        return self._model_scores(self._normalize(features))
+
+    def _normalize(self, features: np.ndarray) -> np.ndarray:
+        norm = self.meta["normalization"]
+        mean = np.asarray(norm["mean"], np.float32)
+        std = np.maximum(np.asarray(norm["std"], np.float32), 1e-12)
+        return ((features - mean) / std).astype(np.float32)
 
     def _tflite_scores(self, x: np.ndarray) -> np.ndarray:
         interp, inp = self._run, self._input

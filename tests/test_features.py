@@ -22,6 +22,7 @@ from kws_core.features import (  # noqa: E402
     FeatureSpec,
     compute_features,
     compute_features_np,
+    stream_features,
 )
 
 RATE = 16000
@@ -337,3 +338,23 @@ def test_micro_missing_op_is_a_kws_error(monkeypatch):
     spec = FeatureSpec(preprocess="micro", feature_bin_count=17)  # not traced elsewhere
     with pytest.raises(KwsError, match="audio_microfrontend"):
         compute_features(np.zeros((1, RATE), np.float32), spec)
+
+
+@pytest.mark.parametrize("preprocess", ["mfcc", "logmel", "average"])
+@pytest.mark.parametrize("length", [16000, 16159, 16160 * 3 + 5, 47040])
+def test_stream_features_are_the_frames_of_every_window(preprocess, length):
+    spec = FeatureSpec(preprocess=preprocess)
+    rng = np.random.default_rng(length)
+    stream = (0.1 * rng.standard_normal(length)).astype(np.float32)
+    frames = stream_features(stream, spec)
+    hop, n = spec.window_stride_samples, spec.spectrogram_length
+    assert frames.shape == ((length - spec.window_size_samples) // hop + 1, spec.shape[1])
+    starts = range(0, length - 16000 + 1, 3 * hop)
+    want = np.asarray(compute_features(np.stack([stream[s : s + 16000] for s in starts]), spec))
+    got = np.stack([frames[s // hop : s // hop + n] for s in starts])
+    np.testing.assert_allclose(got, want, atol=2e-4, rtol=1e-5)
+
+
+def test_stream_features_refuse_a_stateful_front_end():
+    with pytest.raises(KwsError, match="not frame-wise"):
+        stream_features(np.zeros(16000, np.float32), FeatureSpec(preprocess="micro"))

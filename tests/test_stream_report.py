@@ -48,19 +48,36 @@ def test_window_starts_and_times():
     assert list(window_starts(17000, 16000, 480)) == [0, 480, 960]
 
 
-def test_score_stream_equals_scoring_each_window(trained):
+@pytest.mark.parametrize("stride_ms", [250, 30, 25])
+def test_score_stream_equals_scoring_each_window(trained, stride_ms):
+    """30 and 250 ms are whole hops (features computed once per stream), 25 ms is not (each
+    window through the model's own front end): every path gives each window's own scores."""
     p, export, _ = trained
     model = ExportedModel.load(export.saved_model)
+    assert model.scores_features
     rng = np.random.default_rng(0)
-    audio = (0.05 * rng.standard_normal(16000 * 3)).astype(np.float32)
-    scored = score_stream(model, audio, 250)
-    starts = window_starts(len(audio), 16000, 4000)
+    audio = (0.05 * rng.standard_normal(16000 * 3 + 777)).astype(np.float32)
+    audio[20000:26000] += 0.5 * np.sin(np.arange(6000) / 5.0).astype(np.float32)
+    scored = score_stream(model, audio, stride_ms)
+    stride = stride_ms * 16
+    starts = window_starts(len(audio), 16000, stride)
     want = model.scores(np.stack([audio[s : s + 16000] for s in starts]))
-    np.testing.assert_allclose(scored.scores, want, atol=1e-5)
+    np.testing.assert_allclose(scored.scores, want, atol=2e-5)
     assert list(scored.times_ms) == [int(s / 16 + 500) for s in starts]  # window centres
     assert scored.real_time_factor > 0
     with pytest.raises(KwsError, match="shorter than one"):
         score_stream(model, audio[:8000], 30)
+
+
+def test_tflite_stream_scores_each_window_through_its_front_end(trained):
+    _, export, _ = trained
+    model = ExportedModel.load(export.tflite_float)
+    assert not model.scores_features
+    audio = (0.05 * np.random.default_rng(1).standard_normal(16000 * 2)).astype(np.float32)
+    scored = score_stream(model, audio, 250)
+    starts = window_starts(len(audio), 16000, 4000)
+    want = model.scores(np.stack([audio[s : s + 16000] for s in starts]))
+    np.testing.assert_allclose(scored.scores, want, atol=1e-6)
 
 
 def test_streams_are_generated_once_and_regenerated_when_settings_change(trained):
