@@ -6,7 +6,8 @@ For each architecture: build it for the default params (12 labels, mfcc 98x40; w
 initialised: size and speed do not depend on training), convert it as `kws freeze` does
 (SavedModel, TFLite float, TFLite int8 calibrated on noise clips) and time one clip through each
 `--runs` times after a warm-up, reporting the median and the 10th-90th percentile spread. TFLite
-runs with the interpreter's default CPU settings (XNNPACK delegate for float, 1 thread),
+runs as `kws_core.exported.tflite_interpreter` opens it (1 thread; XNNPACK for float models,
+TFLite's own int8 kernels for quantized ones),
 the SavedModel through its serving signature (TensorFlow eager call, all cores).
 
 Streaming real-time factor (processing s / audio s): `kws_core.streaming.run.score_stream` over
@@ -38,10 +39,9 @@ def _time(fn, runs: int) -> dict[str, float]:
 
 
 def _tflite_runner(content: bytes, clip: np.ndarray | None):
-    import tensorflow as tf
+    from kws_core.exported import tflite_interpreter
 
-    interp = tf.lite.Interpreter(model_content=content)
-    interp.allocate_tensors()
+    interp = tflite_interpreter(model_content=content)
     inp = interp.get_input_details()[0]
     if clip is None:  # features in: any int8 frame will do for timing
         x = np.zeros(inp["shape"], np.dtype(inp["dtype"]))

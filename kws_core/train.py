@@ -40,6 +40,7 @@ class TrainResult:
     test_accuracy: float
     seconds: float
     steps_per_second: float
+    warm_steps_per_second: float  # after the first step (tracing, pipeline start-up) is done
     params_count: int
     flops: int
     best_checkpoint: Path
@@ -207,7 +208,7 @@ def train(
         return acc
 
     status = "FAILED"
-    t0 = time.perf_counter()
+    t0 = t_warm = time.perf_counter()
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress)
     dataset = None
     try:
@@ -230,6 +231,8 @@ def train(
                 )
             bar.update(1)
             loss_v, acc_v = float(loss), float(acc)
+            if step == start + 1:
+                t_warm = time.perf_counter()
             if step % t.log_step_interval == 0 or step == start + 1:
                 say(
                     f"Step #{step}: rate {rate:f}, accuracy {100 * acc_v:.1f}%, "
@@ -249,7 +252,8 @@ def train(
             if step % t.save_step_interval == 0 or step == total:
                 manager.save(step)
         bar.close()
-        seconds = time.perf_counter() - t0
+        time_end = time.perf_counter()
+        seconds = time_end - t0
         trained = step - start
         if manager.state.best:
             restore(ckpt, train_dir / manager.state.best)
@@ -275,6 +279,7 @@ def train(
             test_accuracy=test_acc,
             seconds=seconds,
             steps_per_second=trained / seconds if seconds > 0 else 0.0,
+            warm_steps_per_second=(trained - 1) / (time_end - t_warm) if trained > 1 else 0.0,
             params_count=summary["params"],
             flops=summary["flops"],
             best_checkpoint=train_dir / manager.state.best,

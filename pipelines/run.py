@@ -93,6 +93,12 @@ def summary(result: dg.ExecuteInJobResult) -> list[str]:
                 value = meta[key].value
                 shown.append(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}")
         lines.append(f"{mat.asset_key.to_user_string():<22} " + ", ".join(shown))
+    times = [
+        f"{e.step_key} {e.event_specific_data.duration_ms / 1000:.0f} s"
+        for e in result.all_events
+        if e.is_step_success
+    ]
+    lines.append("step times: " + ", ".join(times))
     for check in result.get_asset_check_evaluations():
         verdict = "passed" if check.passed else f"FAILED ({check.severity.value})"
         lines.append(f"check {check.check_name:<28} {verdict}")
