@@ -10,7 +10,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test lint venv clean lock ui mlflow-ui bench
+.PHONY: run test lint venv clean lock ui mlflow-ui bench bench-archs
 
 venv: $(STAMP)
 
@@ -38,12 +38,23 @@ ui: $(STAMP)
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --default-artifact-root results/mlartifacts -h 127.0.0.1 -p 5000
 
-# Benchmarks (not tests): needs the data of `make run`; each appends to bench/results/*.json.
-# Issue 7 (in progress): BENCHMARKS.md is still edited by hand from these results.
+# Benchmarks (not tests, ~35 min): each prints one summary line and appends to
+# bench/results/<name>.json; bench/report.py then rewrites the generated part of BENCHMARKS.md.
+# pipeline_rates, profile_ops and train_speed use the data of `make run` (made first if missing).
 bench: $(STAMP)
 	@test -f results/manifest/manifest.parquet || $(MAKE) run
+	@test -d results/features || $(BIN)/kws features --no-progress
+	$(BIN)/python bench/whole_run.py
 	$(BIN)/python bench/pipeline_rates.py --repeats 5
-	$(BIN)/python bench/export_latency.py --runs 200 --stream_s 120
+	$(BIN)/python bench/profile_ops.py --batches 30
+	$(BIN)/python bench/train_speed.py --repeats 3
+	$(BIN)/python bench/export_latency.py --archs low_latency_conv --runs 300 --stream_s 120
+	$(BIN)/python bench/scaling.py --scales 1,3,10
+	$(BIN)/python bench/report.py
+
+# Every architecture's accuracy and speed at a fixed step budget (slow: conv alone ~15 min).
+bench-archs: $(STAMP)
+	@test -f results/manifest/manifest.parquet || $(MAKE) run
 	$(BIN)/python bench/train_archs.py --steps 400
 
 lint: $(STAMP)

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from results_log import append_run
 
+import kws_core  # noqa: F401  (before TensorFlow: sets its oneDNN default)
+
 
 def _time(fn, runs: int) -> dict[str, float]:
     for _ in range(max(runs // 10, 5)):

@@ -29,6 +29,8 @@ import time
 import numpy as np
 from results_log import append_run
 
+import kws_core  # noqa: F401  (before TensorFlow: sets its oneDNN default)
+
 EXAMPLE_PIPELINE_CLIPS_PER_S = 400.0
 
 

@@ -16,6 +16,8 @@ from collections import Counter
 
 from results_log import append_run
 
+import kws_core  # noqa: F401  (before TensorFlow: sets its oneDNN default)
+
 
 def main() -> None:
     import tensorflow as tf

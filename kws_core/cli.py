@@ -388,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # TFLite converter deprecation chatter, not the user's concern
         logging.getLogger("absl").setLevel(logging.ERROR)
+    from kws_core.tf_import import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     try:
         params = _load(args, overrides)
         return COMMANDS[args.command](params, args)

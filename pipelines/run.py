@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         help="one process per step, independent assets in parallel (default: in-process)",
     )
     args = ap.parse_args(argv)
+    from kws_core.tf_import import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     params_path = Path(args.params).resolve()
     t0 = time.perf_counter()
     instance = instance_for(Path(args.dagster_home).resolve())

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import kws_core  # noqa: F401  (before any test module imports TensorFlow: its oneDNN default)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
