@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py --repeats 3
 	$(BIN)/python bench/export_latency.py --archs low_latency_conv --runs 300 --stream_s 120
 	$(BIN)/python bench/scaling.py --scales 1,3,10
+	$(BIN)/python bench/soak.py --hours 2
 	$(BIN)/python bench/report.py
 
 # Every architecture's accuracy and speed at a fixed step budget (slow: conv alone ~15 min).

@@ -94,3 +94,21 @@ def spread(values: list[float], digits: int = 2) -> dict[str, float]:
         "max": round(float(np.max(values)), digits),
         "n": len(values),
     }
+
+
+def default_processor(params):
+    """(model, spec, AudioProcessor) for `params` on the manifest of `make run`: the training
+    input pipeline the benchmarks time."""
+    from kws_core.input_data import AudioProcessor
+    from kws_core.manifest import load_manifest
+    from kws_core.models import build_model
+    from kws_core.steps import manifest_path
+
+    model, labels, spec = build_model(params)
+    data_dir = params.resolve(params.data.data_dir)
+    manifest = load_manifest(manifest_path(params))
+    return (
+        model,
+        spec,
+        AudioProcessor(manifest, data_dir, labels, spec, params.augment, progress=False),
+    )

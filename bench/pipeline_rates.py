@@ -6,7 +6,7 @@ Needs the default data set and manifest (`make run` first). Three measurements, 
 `--repeats` times after a warm-up, reported as median and min-max:
 
 1. front end: `compute_features` (mfcc 98x40) on clips already in memory, in batches of 100
-   (the training batch) and of 1,000 (intermediates no longer fit the 32 MB L3: slower);
+   (the training batch) and of 1,000;
 2. training input pipeline: batches of 100 delivered by `AudioProcessor.training_dataset`
    (gather from RAM + time shift + background noise + features), nothing consuming them;
 3. the default model's training step fed by that pipeline, and by the feature cache
@@ -27,6 +27,7 @@ import argparse
 import time
 
 import numpy as np
+from measure import default_processor
 from results_log import append_run
 
 import kws_core  # noqa: F401  (before TensorFlow: sets its oneDNN default)
@@ -57,9 +58,7 @@ def main() -> None:
 
     from kws_core.config import load_params
     from kws_core.features import compute_features
-    from kws_core.input_data import AudioProcessor
     from kws_core.manifest import load_manifest
-    from kws_core.models import build_model
     from kws_core.steps import manifest_path
 
     ap = argparse.ArgumentParser()
@@ -70,15 +69,7 @@ def main() -> None:
     args = ap.parse_args()
 
     params = load_params(args.params)
-    model, labels, spec = build_model(params)
-    proc = AudioProcessor(
-        load_manifest(manifest_path(params)),
-        params.resolve(params.data.data_dir),
-        labels,
-        spec,
-        params.augment,
-        progress=False,
-    )
+    model, spec, proc = default_processor(params)
     rows = {}
 
     # 1. front end

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+from measure import default_processor
 from results_log import append_run
 
 import kws_core  # noqa: F401  (before TensorFlow: sets its oneDNN default)
@@ -24,10 +25,6 @@ def main() -> None:
 
     from kws_core.config import load_params
     from kws_core.features import compute_features
-    from kws_core.input_data import AudioProcessor
-    from kws_core.manifest import load_manifest
-    from kws_core.models import build_model
-    from kws_core.steps import manifest_path
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--params", default="params.yaml")
@@ -36,15 +33,7 @@ def main() -> None:
     args = ap.parse_args()
 
     params = load_params(args.params)
-    _, labels, spec = build_model(params)
-    proc = AudioProcessor(
-        load_manifest(manifest_path(params)),
-        params.resolve(params.data.data_dir),
-        labels,
-        spec,
-        params.augment,
-        progress=False,
-    )
+    _, spec, proc = default_processor(params)
     graph = tf.Graph()
     with graph.as_default():
         step = tf.compat.v1.placeholder(tf.int64, [])

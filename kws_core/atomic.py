@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from kws_core.errors import KwsError
+from kws_core.faults import crash_point
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(target: Path, detail: str = "") -> KwsError:
+    """The one-line error for a write that ran out of space (temp output already removed)."""
+    return KwsError(
+        f"no space left on the device writing {target}{f' ({detail})' if detail else ''}; "
+        f"free some space and run again (the previous {target.name}, if any, is untouched)"
+    )
 
 
 def _umask() -> int:
@@ -33,7 +47,12 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         yield tmp_path
         if tmp_path.exists():
             _public(tmp_path, 0o666)
+        crash_point("atomic.before_rename")
         os.replace(tmp_path, target)
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            raise disk_full(target) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -60,8 +79,14 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if e.errno in DISK_FULL:
+                raise disk_full(target) from None
+            raise
         _public(tmp, 0o777)
+        crash_point("atomic.before_rename")
         old = None
         if target.exists():
             old = Path(

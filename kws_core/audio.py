@@ -67,16 +67,11 @@ def _parse(data: bytes) -> tuple[tuple[int, int, int, int, int], bytes]:
     raise WavError("corrupt WAV: no data chunk")
 
 
-def inspect_wav(path: str | Path, expect_rate: int, expect_bits: int = 16) -> WavInfo:
-    """Read and check one clip: mono, `expect_bits`-bit PCM, `expect_rate` Hz, non-empty.
-
-    Raises WavError with a plain reason for anything else.
-    """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise WavError(f"unreadable ({e.strerror})") from None
-    (tag, channels, rate, align, bits), pcm = _parse(data)
+def _check_format(
+    fmt: tuple[int, int, int, int, int], pcm: bytes, expect_rate: int, expect_bits: int
+) -> None:
+    """Raise WavError unless the header is mono `expect_bits`-bit PCM at `expect_rate` Hz."""
+    tag, channels, rate, align, bits = fmt
     if tag == WAVE_FORMAT_IEEE_FLOAT:
         raise WavError(f"{bits}-bit float samples, expected {expect_bits}-bit PCM")
     if tag != WAVE_FORMAT_PCM:
@@ -89,15 +84,35 @@ def inspect_wav(path: str | Path, expect_rate: int, expect_bits: int = 16) -> Wa
         raise WavError(f"sample rate {rate} Hz, expected {expect_rate}")
     if align != channels * bits // 8:
         raise WavError(f"corrupt WAV: block align {align} does not match {bits}-bit mono")
+
+
+def _read(path: str | Path) -> bytes:
+    p = Path(path)
+    # A fifo or a device (say a symlink to /dev/zero) named *.wav would block or never end.
+    if p.exists() and not p.is_file():
+        raise WavError("not a regular file")
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise WavError(f"unreadable ({e.strerror})") from None
+
+
+def inspect_wav(path: str | Path, expect_rate: int, expect_bits: int = 16) -> WavInfo:
+    """Read and check one clip: mono, `expect_bits`-bit PCM, `expect_rate` Hz, non-empty.
+
+    Raises WavError with a plain reason for anything else.
+    """
+    fmt, pcm = _parse(_read(path))
+    _check_format(fmt, pcm, expect_rate, expect_bits)
     if len(pcm) < 2:
         raise WavError("empty WAV (0 samples)")
     if len(pcm) % 2:
         raise WavError("truncated WAV: odd number of data bytes for 16-bit samples")
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
     return WavInfo(
-        sample_rate=rate,
-        channels=channels,
-        bits=bits,
+        sample_rate=fmt[2],
+        channels=fmt[1],
+        bits=fmt[4],
         encoding="pcm",
         num_samples=int(samples.size),
         peak=float(np.max(np.abs(samples))),
@@ -107,19 +122,29 @@ def inspect_wav(path: str | Path, expect_rate: int, expect_bits: int = 16) -> Wa
 
 
 def read_wav(path: str | Path, expect_rate: int) -> np.ndarray:
-    """Load a checked 16-bit mono clip as float32 in [-1, 1)."""
-    data = Path(path).read_bytes()
-    (_, _, rate, _, _), pcm = _parse(data)
-    if rate != expect_rate:
-        raise WavError(f"sample rate {rate} Hz, expected {expect_rate}")
+    """Load a 16-bit mono PCM clip as float32 in [-1, 1); WavError for anything else.
+
+    The format is checked here too: read as 16-bit PCM, a float or stereo file would be noise.
+    """
+    fmt, pcm = _parse(_read(path))
+    _check_format(fmt, pcm, expect_rate, 16)
     return np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
-    """Write float samples in [-1, 1] as 16-bit mono PCM, atomically."""
+    """Write float samples in [-1, 1] as 16-bit mono PCM, atomically.
+
+    Raises ValueError for NaN/inf samples (they have no PCM value) or an impossible rate.
+    """
     from kws_core.atomic import atomic_write_bytes
 
-    pcm = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32767.0), -32768, 32767)
+    x = np.asarray(samples, dtype=np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    if bad:
+        raise ValueError(f"{path}: {bad} of {x.size} samples are NaN or infinite; nothing written")
+    if not 0 < sample_rate < 2**31:
+        raise ValueError(f"{path}: sample rate {sample_rate} Hz is not a valid WAV rate")
+    pcm = np.clip(np.round(x * 32767.0), -32768, 32767)
     pcm_bytes = pcm.astype("<i2").tobytes()
     header = b"RIFF" + struct.pack("<I", 36 + len(pcm_bytes)) + b"WAVE"
     header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)

@@ -7,6 +7,7 @@ TensorFlow's `train.py`; nested keys can also be given dotted (`--data.synthetic
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +38,12 @@ FEATURE_SOURCES = ("cache", "on_the_fly")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No NaN/inf: `stream_duration_s: .inf` would pass `gt=0` and then never finish.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# train.seed reaches np.random.seed, which refuses negative or 33-bit values.
+SEED_MAX = 2**32 - 1
 
 
 def _split_list(value: Any) -> list[str]:
@@ -71,6 +77,11 @@ class DataConfig(_Section):
     )
     data_sha256: str = Field("", description="optional sha256 of the data_url archive")
     data_dir: str = Field("data/speech_commands", description="where the clips live")
+    max_extract_mb: float = Field(
+        20000.0,
+        ge=1,
+        description="refuse archives that unpack to more than this (decompression bombs)",
+    )
     wanted_words: str = Field(DEFAULT_WANTED_WORDS, description="comma list of words to spot")
     silence_percentage: Percentage = Field(
         10.0, ge=0, le=100, description="silence rows, % of words"
@@ -101,6 +112,9 @@ class DataConfig(_Section):
         if isinstance(v, bool):
             return "yes" if v else "no"
         if isinstance(v, list):
+            if any(isinstance(x, list | dict) for x in v):
+                # str() of nested YAML aliases can expand to gigabytes (a "billion laughs").
+                raise ValueError("must be a list of words, not of lists")
             return ",".join(("yes" if x else "no") if isinstance(x, bool) else str(x) for x in v)
         return v
 
@@ -183,7 +197,7 @@ class TrainConfig(_Section):
     normalize_features: bool = Field(
         True, description="scale each feature bin by training mean/std (int8 needs it)"
     )
-    seed: int = Field(0, description="seed for weights and batch order")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed for weights and batch order")
     # on_the_fly by default: with cache_copies 4 the default model overfits the cached copies
     # over 5000 steps (test 75.6% vs 89.1%, BENCHMARKS.md), though each step is 5x faster.
     feature_source: str = Field(
@@ -274,7 +288,7 @@ class StreamConfig(_Section):
     negative_duration_s: float = Field(3600.0, gt=0, description="negative-only stream length")
     target_fa_per_hour: float = Field(0.5, ge=0, description="false accepts/hour to meet")
     stream_dir: str = Field("results/streaming", description="streams, reports, curves")
-    stream_seed: int = Field(0, description="seed of the generated test streams")
+    stream_seed: int = Field(0, ge=0, description="seed of the generated test streams")
 
 
 class ChecksConfig(_Section):
@@ -336,13 +350,22 @@ def _leaf_index() -> dict[str, tuple[str, ...]]:
 
 LEAF_KEYS = _leaf_index()
 
+# Bounded repr of a bad value: a nested YAML alias bomb must not be expanded into the message.
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict = 2, 4, 4
+
 
 def _fail(where: str, err: ValidationError) -> ConfigError:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
-    show = "" if isinstance(got, dict) or first["type"] in ("value_error",) else f" (got {got!r})"
+    show = (
+        ""
+        if isinstance(got, dict) or first["type"] in ("value_error",)
+        else f" (got {_SHOW.repr(got)})"
+    )
     key = f"{loc}: " if loc else ""
     return ConfigError(f"{where}: {key}{msg}{show}")
 
@@ -376,7 +399,7 @@ def parse_override(flag: str) -> tuple[tuple[str, ...], Any]:
         raise ConfigError(f"override --{key}: unknown key{hint}")
     try:
         parsed = yaml.safe_load(value) if value != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         parsed = value
     loc = LEAF_KEYS[key]
     # Comma lists and words stay strings even when YAML would read them as numbers or booleans.
@@ -407,12 +430,20 @@ def _read_yaml(p: Path, what: str) -> dict[str, Any]:
     if not p.exists():
         raise ConfigError(f"{p}: {what} not found; run from the repo root or pass --params")
     try:
-        loaded = yaml.safe_load(p.read_text()) or {}
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: {what} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the {what} ({e.strerror})") from None
+    try:
+        loaded = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         why = getattr(e, "problem", e)
         raise ConfigError(f"{p}:{line} is not valid YAML ({why})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: {what} is nested too deeply to be params") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{p}: top level must be a mapping of sections {SECTIONS}")
     _check_keys(loaded, Params, str(p))

@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from kws_core.errors import ConfigError, DataError
+from kws_core.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,8 @@ def _http_attempt(url: str, part: Path, *, timeout_s: float, progress: bool, lab
                     out.write(block)
                     received += len(block)
                     bar.update(len(block))
+                    out.flush()
+                    crash_point("download.after_chunk")
         except http.client.IncompleteRead as exc:
             raise _Retryable(f"connection closed early ({exc})") from None
         except (TimeoutError, OSError, http.client.HTTPException) as exc:

@@ -288,3 +288,20 @@ def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def export_untrained(folder: Path, params: Params | None = None) -> Path:
+    """The architecture of `params` (default: params.yaml defaults) with its initial weights,
+    saved as `kws freeze` saves its SavedModel (with the `features` signature) plus
+    export.json: for speed and memory measurements that need no trained model."""
+    from kws_core.config import load_params
+    from kws_core.models import build_model
+
+    model, labels, spec = build_model(params or load_params(None))
+    norm, body = split(model)
+    graphs = ExportGraphs(norm, body, spec, features_outside=False)
+    folder = Path(folder)
+    tf.saved_model.save(graphs.module(), str(folder / "saved_model"), graphs.signatures())
+    meta = {"features": spec.to_dict(), "labels": labels, "input": "pcm"}
+    (folder / EXPORT_META).write_text(json.dumps(meta))
+    return folder / "saved_model"

@@ -39,12 +39,14 @@ def safe_extract_tar(
     *,
     progress: bool = True,
     before_commit: Callable[[Path], None] | None = None,
+    max_bytes: int | None = None,
 ) -> Path:
     """Extract `archive` (.tar, .tar.gz/.tgz, .tar.bz2, .tar.xz) into `dest_dir` and return it.
 
     The layout is kept exactly as in the archive. An existing `dest_dir` is replaced only once
     the new one is complete. `before_commit(tmp_dir)` runs after extraction, inside the temp dir,
-    just before the rename (used to write a completeness marker).
+    just before the rename (used to write a completeness marker). An archive whose files add up
+    to more than `max_bytes` (data.max_extract_mb) is refused before anything is written.
     """
     archive = Path(archive)
     dest_dir = Path(dest_dir)
@@ -59,7 +61,7 @@ def safe_extract_tar(
     with tf:
         tf.errorlevel = 2
         try:
-            members = tf.getmembers()
+            members = _read_members(archive, tf, max_bytes)
         except _CORRUPT_ERRORS as exc:
             raise DataError(
                 f"{archive} is corrupt ({type(exc).__name__}: {exc}); "
@@ -95,6 +97,33 @@ def safe_extract_tar(
                 before_commit(tmp)
     log.info("extracted %s (%d members) -> %s", archive, len(members), dest_dir)
     return dest_dir
+
+
+def _read_members(
+    archive: Path, tf: tarfile.TarFile, max_bytes: int | None
+) -> list[tarfile.TarInfo]:
+    """All member headers; DataError as soon as their sizes add up to more than `max_bytes`.
+
+    Each header declares its size before its data, and extraction writes exactly that many bytes,
+    so a decompression bomb is caught here before its data is decompressed, let alone written.
+    """
+    members: list[tarfile.TarInfo] = []
+    sizes: dict[str, int] = {}
+    total = 0
+    while (member := tf.next()) is not None:
+        members.append(member)
+        if member.isreg():
+            sizes[member.name] = member.size
+            total += member.size
+        elif member.islnk():  # extracted as a copy where hard links are not possible
+            total += sizes.get(member.linkname, 0)
+        if max_bytes is not None and total > max_bytes:
+            raise DataError(
+                f"{archive} unpacks to more than {max_bytes / 1e6:g} MB (data.max_extract_mb; "
+                f"{total / 1e6:.1f} MB by member {member.name!r}), a possible decompression "
+                "bomb; raise data.max_extract_mb if you trust it; nothing was extracted"
+            )
+    return members
 
 
 def check_members(archive: Path, members: list[tarfile.TarInfo]) -> None:

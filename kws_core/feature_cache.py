@@ -244,6 +244,10 @@ def build_feature_cache(
         x = np.lib.format.open_memmap(
             tmp / "training.npy", mode="w+", dtype=dtype, shape=(copies * n, h, w)
         )
+        # Reserve the blocks now: writing into a sparse memory map on a full disk is SIGBUS (a
+        # crash), while fallocate fails cleanly with ENOSPC (a one-line error via atomic_dir).
+        with open(tmp / "training.npy", "r+b") as fh:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
         y = np.zeros(copies * n, np.int32)
         total = np.zeros(w, np.float64)
         total_sq = np.zeros(w, np.float64)

@@ -503,9 +503,12 @@ def compute_features(audio: Any, spec: FeatureSpec) -> tf.Tensor:
 
 
 FRAME_WISE = frozenset({"mfcc", "logmel", "average"})  # each frame depends on its samples only
+STREAM_BATCH = 100  # clips per front-end call in stream_features
 
 
-def stream_features(samples: np.ndarray, spec: FeatureSpec, batch: int = 100) -> np.ndarray:
+def stream_features(
+    samples: np.ndarray, spec: FeatureSpec, batch: int = STREAM_BATCH
+) -> np.ndarray:
     """Front-end frames of a whole stream, [frames, bins]: frame f covers samples
     [f * hop, f * hop + window). Only for FRAME_WISE front ends (`micro` carries state).
 

@@ -43,6 +43,7 @@ def fetch_dataset(
     sha256: str | None = None,
     download_dir: Path | None = None,
     progress: bool = True,
+    max_bytes: int | None = None,
 ) -> Path:
     """Make `data_dir` hold the extracted archive from `data_url` and return `data_dir`.
 
@@ -50,7 +51,8 @@ def fetch_dataset(
     replace a non-empty folder that was not made from `data_url`. An empty `data_url` means
     "use data_dir as it is". The archive is kept in `download_dir` (default
     `data_dir.parent / ".downloads"`) so an interrupted extraction does not download again;
-    a local archive (file:// or a path) is read in place, not copied.
+    a local archive (file:// or a path) is read in place, not copied. An archive that unpacks
+    to more than `max_bytes` is refused before anything is extracted.
     """
     data_dir = Path(data_dir)
     expected = normalize_sha256(sha256)
@@ -107,7 +109,9 @@ def fetch_dataset(
         }
         atomic_write_text(tmp_dir / MARKER_NAME, json.dumps(record, indent=2) + "\n")
 
-    safe_extract_tar(archive, data_dir, progress=progress, before_commit=write_marker)
+    safe_extract_tar(
+        archive, data_dir, progress=progress, before_commit=write_marker, max_bytes=max_bytes
+    )
     log.info("data set ready at %s", data_dir)
     return data_dir
 

@@ -22,7 +22,14 @@ def read_labels(path: str | Path) -> list[str]:
     p = Path(path)
     if not p.exists():
         raise DataError(f"labels file {p} not found; pass the one written next to the model")
-    labels = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise DataError(
+            f"labels file {p} is unreadable ({why}); pass the labels.txt of the export"
+        ) from None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
     if len(labels) < 2:
         raise DataError(f"labels file {p} has {len(labels)} labels; expected one per line")
     return labels

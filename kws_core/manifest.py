@@ -63,12 +63,17 @@ def _row(rel: str, word: str, info: WavInfo) -> dict:
 
 
 def scan_clips(
-    data_dir: Path, sample_rate: int, progress: bool = True
+    data_dir: Path,
+    sample_rate: int,
+    progress: bool = True,
+    clip_duration_ms: float | None = None,
+    duration_tolerance_ms: float = 0.0,
 ) -> tuple[list[dict], list[dict], list[dict], list[str]]:
     """Inspect every `<word>/*.wav` and `_background_noise_/*.wav` under data_dir.
 
     Returns (clip rows, background rows, rejected rows, word folders found). Never raises for a
-    bad file: it becomes a rejected row with the reason.
+    bad file: it becomes a rejected row with the reason. With `clip_duration_ms`, a word clip
+    longer than it plus `duration_tolerance_ms` is rejected too (background files may be long).
     """
     if not data_dir.is_dir():
         raise DataError(
@@ -80,6 +85,7 @@ def scan_clips(
     clips: list[dict] = []
     background: list[dict] = []
     rejected: list[dict] = []
+    longest = None if clip_duration_ms is None else clip_duration_ms + duration_tolerance_ms
     for path, folder in tqdm(files, desc="inspect clips", unit="file", disable=not progress):
         word = folder.name.lower()
         rel = path.relative_to(data_dir).as_posix()
@@ -88,7 +94,19 @@ def scan_clips(
         except WavError as e:
             rejected.append({"path": rel, "word": word, "reason": str(e)})
             continue
-        (background if word == BACKGROUND_NOISE_DIR else clips).append(_row(rel, word, info))
+        if word == BACKGROUND_NOISE_DIR:
+            background.append(_row(rel, word, info))
+            continue
+        if longest is not None and info.duration_ms > longest:
+            # A long recording in a word folder is not one utterance of the word: training
+            # would keep its first clip_duration_ms and label that as the word.
+            reason = (
+                f"{info.duration_ms:.6g} ms long, expected a {clip_duration_ms:g} ms clip "
+                f"(at most {longest:g} ms)"
+            )
+            rejected.append({"path": rel, "word": word, "reason": reason})
+            continue
+        clips.append(_row(rel, word, info))
     words = sorted({f.name.lower() for f in folders} - {BACKGROUND_NOISE_DIR})
     return clips, background, rejected, words
 
@@ -166,7 +184,9 @@ def add_silence_and_unknown(
 
 def build_manifest(cfg: DataConfig, data_dir: Path, progress: bool = True) -> ManifestResult:
     """Scan data_dir and build the manifest; DataError if a wanted word has no usable clip."""
-    clips, background, rejected, words = scan_clips(data_dir, cfg.sample_rate, progress)
+    clips, background, rejected, words = scan_clips(
+        data_dir, cfg.sample_rate, progress, cfg.clip_duration_ms, cfg.duration_tolerance_ms
+    )
     wanted = cfg.wanted_word_list
     usable = {c["word"] for c in clips}
     for word in wanted:

@@ -100,7 +100,13 @@ def prepare_dataset(params: Params, progress: bool = True) -> RawDataset:
         return make_synthetic(params, data_dir, progress)
     if url:
         before = read_marker(data_dir)
-        fetch_dataset(url, data_dir, sha256=params.data.data_sha256 or None, progress=progress)
+        fetch_dataset(
+            url,
+            data_dir,
+            sha256=params.data.data_sha256 or None,
+            progress=progress,
+            max_bytes=int(params.data.max_extract_mb * 1e6),
+        )
         reused = before is not None and before.get("url") == url
         return RawDataset(data_dir, "url", reused, _count_wavs(data_dir))
     if not data_dir.is_dir():

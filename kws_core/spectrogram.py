@@ -36,6 +36,10 @@ def load_any_wav(path: str | Path, sample_rate: int) -> LoadedWav:
         ) from None
     if data.shape[0] == 0:
         raise DataError(f"{p}: the WAV file holds no samples")
+    if not 1000 <= rate <= 384000:
+        raise DataError(f"{p}: sample rate {rate} Hz is not an audio rate (1 kHz - 384 kHz)")
+    if not np.all(np.isfinite(data)):
+        raise DataError(f"{p}: the WAV file holds NaN or infinite samples")
     notes = []
     x = data.mean(axis=1)
     if data.shape[1] > 1:

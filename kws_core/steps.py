@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from kws_core.config import Params
+from kws_core.locks import output_lock
 from kws_core.manifest import ManifestResult, build_manifest, label_counts, load_manifest
 from kws_core.manifest import write_manifest as _write_manifest
 from kws_core.quality import ValidationReport, validate_manifest
@@ -21,13 +22,15 @@ class ManifestOutputs:
 
 
 def dataset_step(params: Params, progress: bool = True) -> RawDataset:
-    return prepare_dataset(params, progress=progress)
+    with output_lock(params.resolve(params.data.data_dir), "dataset"):
+        return prepare_dataset(params, progress=progress)
 
 
 def manifest_step(params: Params, progress: bool = True) -> ManifestOutputs:
-    raw = prepare_dataset(params, progress=progress)
-    result = build_manifest(params.data, raw.data_dir, progress=progress)
-    paths = _write_manifest(result, params.resolve(params.data.manifest_dir))
+    raw = dataset_step(params, progress=progress)
+    with output_lock(params.resolve(params.data.manifest_dir), "manifest"):
+        result = build_manifest(params.data, raw.data_dir, progress=progress)
+        paths = _write_manifest(result, params.resolve(params.data.manifest_dir))
     return ManifestOutputs(result, paths)
 
 
@@ -39,7 +42,8 @@ def validate_step(params: Params, manifest: pd.DataFrame | None = None) -> Valid
     if manifest is None:
         manifest = load_manifest(manifest_path(params))
     out = params.resolve(params.data.manifest_dir)
-    return validate_manifest(manifest, params.data, out_dir=out)
+    with output_lock(out, "validate"):  # its reports live beside the manifest
+        return validate_manifest(manifest, params.data, out_dir=out)
 
 
 def format_counts(manifest: pd.DataFrame) -> str:
@@ -69,9 +73,10 @@ def train_step(
         check_architecture(arch)
     manifest = load_manifest(manifest_path(params))
     data_dir = params.resolve(params.data.data_dir)
-    return train_architectures(
-        params, manifest, data_dir, progress=progress, track=track, tags=tags
-    )
+    with output_lock(params.resolve(params.train.train_dir), "train"):
+        return train_architectures(
+            params, manifest, data_dir, progress=progress, track=track, tags=tags
+        )
 
 
 def freeze_step(params: Params, progress: bool = True):
@@ -81,23 +86,29 @@ def freeze_step(params: Params, progress: bool = True):
 
     chosen = champion_params(params)
     manifest = load_manifest(manifest_path(params)) if params.export.quantize else None
-    return export_model(
-        chosen, chosen.train.start_checkpoint or "best", manifest=manifest, progress=progress
-    )
+    with output_lock(params.resolve(params.export.output_file), "freeze"):
+        return export_model(
+            chosen, chosen.train.start_checkpoint or "best", manifest=manifest, progress=progress
+        )
 
 
 def stream_eval_step(params: Params, graph=None, progress: bool = True, track: bool = True):
     """Streaming evaluation of the export (default: its SavedModel), report in stream_dir."""
     from kws_core.streaming.report import streaming_eval
 
-    return streaming_eval(params, graph=graph, progress=progress, log_mlflow=track)
+    with output_lock(params.resolve(params.stream.stream_dir), "stream-eval"):
+        return streaming_eval(params, graph=graph, progress=progress, log_mlflow=track)
 
 
 def streams_step(params: Params):
     """The keyword and the negative-only test streams (generated or reused), as one step."""
     from kws_core.streaming.report import generate_test_stream
 
-    return generate_test_stream(params, negative=False), generate_test_stream(params, negative=True)
+    with output_lock(params.resolve(params.stream.stream_dir), "streams"):
+        return (
+            generate_test_stream(params, negative=False),
+            generate_test_stream(params, negative=True),
+        )
 
 
 def features_step(params: Params, progress: bool = True):
@@ -106,4 +117,5 @@ def features_step(params: Params, progress: bool = True):
 
     manifest = load_manifest(manifest_path(params))
     data_dir = params.resolve(params.data.data_dir)
-    return build_feature_cache(params, manifest, data_dir, progress=progress)
+    with output_lock(params.resolve(params.features.cache_dir), "features"):
+        return build_feature_cache(params, manifest, data_dir, progress=progress)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,22 @@ def registered_model_name(arch: str, words: list[str]) -> str:
     return f"kws-{arch}-{slug}"
 
 
+@contextlib.contextmanager
+def _store_setup_lock(uri: str) -> Iterator[None]:
+    """An exclusive flock beside a SQLite store (other stores serialise themselves)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent / f".{db.name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class RunTracker:
     """One MLflow run per training run. Metrics are buffered and sent in batches."""
 
@@ -74,15 +93,19 @@ class RunTracker:
         self.mlflow = mlflow
         self.uri = resolve_tracking_uri(params)
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
         name = params.train.mlflow_experiment
-        exp = self.client.get_experiment_by_name(name)
-        if exp is None:
-            artifacts = params.resolve("results/mlartifacts").resolve()
-            artifacts.mkdir(parents=True, exist_ok=True)
-            exp_id = self.client.create_experiment(name, artifact_location=artifacts.as_uri())
-        else:
-            exp_id = exp.experiment_id
+        # The first access creates (migrates) the SQLite schema, then the experiment: two
+        # trainings starting at once on a new store would race on both.
+        with _store_setup_lock(self.uri):
+            self.client = MlflowClient(self.uri)
+            self.client.search_experiments(max_results=1)  # the tracking store, initialised
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                artifacts = params.resolve("results/mlartifacts").resolve()
+                artifacts.mkdir(parents=True, exist_ok=True)
+                exp_id = self.client.create_experiment(name, artifact_location=artifacts.as_uri())
+            else:
+                exp_id = exp.experiment_id
         self.run = self.client.create_run(exp_id, tags=tags, run_name=tags.get("run_name"))
         self.run_id = self.run.info.run_id
         self._buffer: list[Any] = []

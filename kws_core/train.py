@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from kws_core.atomic import atomic_write_text
 from kws_core.checkpoints import CheckpointManager, resolve_checkpoint, restore
 from kws_core.config import Params, write_params
 from kws_core.errors import KwsError
+from kws_core.faults import crash_point
 from kws_core.input_data import AudioProcessor
 from kws_core.labels import write_labels
 from kws_core.models import build_model, model_summary
@@ -51,6 +53,31 @@ class TrainResult:
     run_id: str = ""
     model_version: str = ""
     champion: bool = False
+
+
+IN_PROGRESS = "in_progress.json"  # written when training starts, removed when it ends
+
+
+def _run_digest(params: Params) -> str:
+    """What must be equal for a run to continue another: every param but start_checkpoint."""
+    dump = params.model_dump(mode="json")
+    dump["train"]["start_checkpoint"] = ""
+    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
+
+
+def _interrupted_run(marker: Path, params: Params, manager, say) -> str:
+    """Resume from "latest" when the last run in train_dir, same params, was killed midway."""
+    try:
+        same = json.loads(marker.read_text())["params"] == _run_digest(params)
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if not (same and manager.state.latest):
+        return ""
+    say(
+        f"Resuming an interrupted run from {manager.state.latest} (delete {marker} or pass "
+        "--start_checkpoint to choose otherwise)"
+    )
+    return "latest"
 
 
 def piecewise_rate(step: int, steps: list[int], rates: list[float]) -> float:
@@ -129,7 +156,9 @@ def train(
     train_dir = params.resolve(t.train_dir)
     manager = CheckpointManager(train_dir, t.model_architecture, ckpt)
     start = 0
-    if not t.start_checkpoint:
+    marker = train_dir / IN_PROGRESS
+    start_from = t.start_checkpoint or _interrupted_run(marker, params, manager, say)
+    if not start_from:
         manager.reset()  # a fresh run: forget an earlier run's best and latest
         if t.normalize_features:
             norm, _ = split(model)
@@ -138,11 +167,11 @@ def train(
             else:
                 norm.set_stats(*processor.feature_stats(t.batch_size))
     else:
-        prefix = resolve_checkpoint(t.start_checkpoint, train_dir)
+        prefix = resolve_checkpoint(start_from, train_dir)
         restore(ckpt, prefix)
         start = int(step_var.numpy())
         say(f"Restored {prefix} at step {start}")
-        if start >= total:
+        if start >= total and t.start_checkpoint:  # (a resumed run just evaluates)
             raise KwsError(
                 f"start_checkpoint {prefix} is at step {start}, already at or past the "
                 f"{total} steps of how_many_training_steps"
@@ -151,6 +180,7 @@ def train(
         say(f"Training features: {cache.path} ({'reused' if cache.reused else 'built'})")
     labels_path = write_labels(labels, train_dir / f"{t.model_architecture}_labels.txt")
     write_params(params, train_dir / "params.yaml")
+    atomic_write_text(marker, json.dumps({"params": _run_digest(params)}))
 
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     variables = model.trainable_variables
@@ -251,6 +281,7 @@ def train(
                 validate(step)
             if step % t.save_step_interval == 0 or step == total:
                 manager.save(step)
+            crash_point("train.after_step")
         bar.close()
         time_end = time.perf_counter()
         seconds = time_end - t0
@@ -311,9 +342,13 @@ def train(
         metrics["champion"] = result.champion
         atomic_write_text(reports / "metrics.json", json.dumps(metrics, indent=2, default=str))
         status = "FINISHED"
+        marker.unlink(missing_ok=True)
         return result
     except KeyboardInterrupt:
-        status = "KILLED"
+        status = "KILLED"  # the marker stays: the next run with these params resumes
+        raise
+    except Exception:
+        marker.unlink(missing_ok=True)  # a failure (NaN, bad data) is not resumed into
         raise
     finally:
         if cache is not None and dataset is not None:

@@ -1,3 +1,4 @@
+import os
 import struct
 
 import numpy as np
@@ -105,3 +106,21 @@ def test_write_wav_is_16_bit_mono_and_clips(tmp_path):
     data, rate = sf.read(p, dtype="int16")
     assert rate == 16000 and list(data) == [32767, -32768, 0]
     assert sf.info(p).subtype == "PCM_16"
+
+
+@pytest.mark.parametrize("kind", sorted(set(BAD) - {"no_samples"}))
+def test_read_wav_refuses_what_inspect_refuses(tmp_path, kind):
+    # Read as 16-bit PCM anyway, a stereo or float file would come out as noise.
+    with pytest.raises(WavError, match=BAD[kind].split(",")[0]):
+        read_wav(make_bad(tmp_path, kind), 16000)
+
+
+def test_special_files_are_wav_errors_not_hangs(tmp_path):
+    fifo = tmp_path / "fifo.wav"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.wav").symlink_to("/dev/zero")
+    for p in (fifo, tmp_path / "zero.wav", tmp_path):
+        with pytest.raises(WavError, match="not a regular file"):
+            inspect_wav(p, 16000)
+    with pytest.raises(WavError, match="unreadable"):
+        inspect_wav(tmp_path / "missing.wav", 16000)

@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -119,3 +120,21 @@ def test_write_and_load(tiny_dataset, tmp_path):
     paths["manifest"].write_bytes(b"garbage")
     with pytest.raises(DataError, match="unreadable"):
         load_manifest(paths["manifest"])
+
+
+def test_clips_longer_than_clip_duration_plus_tolerance_are_rejected(tiny_dataset):
+    from tests.conftest import write_clip
+
+    root = tiny_dataset(speakers=10)
+    write_clip(root / "yes" / "edge_nohash_0.wav", 0.1 * np.ones(16800))  # 1050 ms: kept
+    write_clip(root / "yes" / "over_nohash_0.wav", 0.1 * np.ones(16801))  # 1050.06 ms
+    write_clip(root / "_background_noise_" / "long.wav", 0.1 * np.ones(16000 * 120))
+    res = build_manifest(cfg(), root, False)
+    assert list(res.rejected.path) == ["yes/over_nohash_0.wav"]
+    assert res.rejected.reason.iloc[0] == (
+        "1050.06 ms long, expected a 1000 ms clip (at most 1050 ms)"
+    )
+    assert "yes/edge_nohash_0.wav" in set(res.manifest.path)
+    assert "_background_noise_/long.wav" in set(res.background.path)
+    res = build_manifest(cfg(duration_tolerance_ms=0), root, False)
+    assert set(res.rejected.path) == {"yes/edge_nohash_0.wav", "yes/over_nohash_0.wav"}

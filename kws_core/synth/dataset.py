@@ -18,6 +18,8 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from tqdm import tqdm
 
 from kws_core.atomic import atomic_dir
 from kws_core.errors import KwsError
+from kws_core.faults import crash_point
 from kws_core.synth import espeak
 from kws_core.synth.noise import make_background_noises
 from kws_core.synth.speakers import Speaker, make_speakers
@@ -286,6 +289,40 @@ def _write_metadata(
 
 
 # -- driver ----------------------------------------------------------------------------------
+def _die_with_main(main_pid: int) -> None:
+    """Worker initializer: exit when the kws process that started the pool is gone.
+
+    A `kill -9` of kws runs no clean-up, and the workers' parent is the forkserver, which the
+    workers themselves keep alive (they hold its liveness pipe): without this watch they would
+    wait for tasks forever, holding the terminal's pipes open.
+    """
+    import threading
+
+    def alive() -> bool:
+        # A killed process stays a zombie until its parent reaps it, and kill(pid, 0) succeeds
+        # on zombies: a parent that waits for our pipes to close first would wait forever.
+        try:
+            stat = Path(f"/proc/{main_pid}/stat").read_text()
+            return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except FileNotFoundError:
+            return False
+        except OSError:  # no /proc: ask the kernel whether the pid exists
+            try:
+                os.kill(main_pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass
+            return True
+
+    def watch() -> None:
+        while alive():
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="kws-main-watch").start()
+
+
 def _context() -> mp.context.BaseContext:
     methods = mp.get_all_start_methods()
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -340,13 +377,29 @@ def generate_synthetic_dataset(
                 noise_names = _render_noise(noise_task)
                 for task in tasks:
                     bar.update(_render_speaker(task))
+                    crash_point("synth.after_speaker")
             else:
-                ctx = _context()
-                with ctx.Pool(processes=min(workers, len(tasks) + 1)) as pool:
-                    noise_job = pool.apply_async(_render_noise, (noise_task,))
-                    for done in pool.imap_unordered(_render_speaker, tasks, chunksize=1):
-                        bar.update(done)
-                    noise_names = noise_job.get()
+                # An executor, not a Pool: if a worker dies (OOM killer, kill -9) a Pool waits
+                # for its result forever, the executor raises BrokenProcessPool at once.
+                n_proc = min(workers, len(tasks) + 1)
+                with ProcessPoolExecutor(
+                    n_proc,
+                    mp_context=_context(),
+                    initializer=_die_with_main,
+                    initargs=(os.getpid(),),
+                ) as pool:
+                    noise_job = pool.submit(_render_noise, noise_task)
+                    try:
+                        for job in as_completed([pool.submit(_render_speaker, t) for t in tasks]):
+                            bar.update(job.result())
+                            crash_point("synth.after_speaker")
+                        noise_names = noise_job.result()
+                    except BrokenProcessPool:
+                        raise KwsError(
+                            f"a synthesis worker process died (killed, or out of memory); "
+                            f"nothing was written to {out}: run again, with fewer "
+                            "data.synthetic.synthetic_workers if memory is short"
+                        ) from None
         finally:
             bar.close()
         _write_metadata(
