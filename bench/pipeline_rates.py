@@ -160,6 +160,14 @@ def main() -> None:
             f"(+{100 * overhead:.0f}%)"
         )
 
+    cache_note = (
+        f", cache +{rows['cache_overhead_pct']:.0f}%" if "cache_overhead_pct" in rows else ""
+    )
+    print(
+        f"summary: front end {rows['frontend_clips_per_s']['median']:,.0f} clips/s, pipeline "
+        f"{rows['pipeline_clips_per_s']['median']:,.0f} clips/s ({ratio:.1f}x the example), "
+        f"step +{rows['pipeline_overhead_pct']:.0f}% on the fly{cache_note}"
+    )
     append_run(
         args.out, repeats=args.repeats, architecture=params.train.model_architecture, rows=rows
     )

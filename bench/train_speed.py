@@ -103,6 +103,10 @@ def main() -> None:
                 + f", peak RSS {row['peak_rss_gib']} GiB (anon {row['peak_anon_gib']})",
                 flush=True,
             )
+    print(
+        "summary: "
+        + ", ".join(f"{name} {row['steps_per_s']['median']} steps/s" for name, row in rows.items())
+    )
     append_run(args.out, repeats=args.repeats, rows=rows)
 
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -149,3 +150,59 @@ def test_two_trainings_at_once_share_the_mlflow_store_and_the_train_dir(tmp_path
     trainings = [r for r in runs if "mlflow.parentRunId" in r.data.tags]  # each under a parent
     assert len(trainings) == 3 and len(runs) == 6
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+DAGSTER_SCRIPT = """
+import sys
+import dagster as dg
+from pipelines.assets.data import partition_manifest, raw_dataset
+from pipelines.resources import KwsParams
+result = dg.materialize(
+    [raw_dataset, partition_manifest],
+    resources={"kws": KwsParams(params_path=sys.argv[1])},
+    instance=dg.DagsterInstance.ephemeral(),
+)
+sys.exit(0 if result.success else 1)
+"""
+
+
+def _wait_for_waiting(proc: subprocess.Popen, deadline_s: float = 120) -> list[str]:
+    """stderr lines up to the one saying the process waits for a lock."""
+    seen: list[str] = []
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if "waiting for pid" in line:
+            return seen
+    raise AssertionError("never waited for the lock:\n" + "".join(seen[-20:]))
+
+
+def test_dagster_and_the_dvc_stage_command_wait_for_each_other(manifest_project):
+    """A Dagster materialization and `kws manifest` (the command `dvc repro` runs for the
+    manifest stage) of the same project, while a third writer holds the manifest: both wait,
+    then both finish, and the manifest is whole."""
+    out = manifest_project / "results" / "manifest"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KWS_LOCK_WAIT_S": "120"}
+    env["PYTHONPATH"] = str(repo)
+    with output_lock(out, "test"):
+        dagster = subprocess.Popen(
+            [sys.executable, "-c", DAGSTER_SCRIPT, str(manifest_project / "params.yaml")],
+            cwd=manifest_project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        cli = start(manifest_project, "manifest", wait_s="120")
+        _wait_for_waiting(dagster)
+        _wait_for_waiting(cli)
+        assert dagster.poll() is None and cli.poll() is None
+    for proc in (dagster, cli):
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-2000:]
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert set(manifest.label) >= {"yes", "no", "cat"}
