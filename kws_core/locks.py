@@ -15,6 +15,7 @@ replaced is put back.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -72,9 +73,17 @@ def _wait_s() -> float:
 def output_lock(target: str | os.PathLike[str], stage: str) -> Iterator[None]:
     """Hold the write lock of `target` (a stage's output) for the duration of the block."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     path = lock_path(target)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # A read-only place (a mounted data set used as it is): nothing can be written there,
+        # so there is no write to protect.
+        yield
+        return
     try:
         deadline = time.monotonic() + _wait_s()
         told = False

@@ -206,3 +206,20 @@ def test_dagster_and_the_dvc_stage_command_wait_for_each_other(manifest_project)
         assert proc.returncode == 0, err[-2000:]
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert set(manifest.label) >= {"yes", "no", "cat"}
+
+
+def test_a_read_only_place_is_used_without_a_lock(tmp_path, monkeypatch):
+    """A data set on a read-only mount, used as it is, must not fail on its lock file."""
+    import errno
+
+    real_open = os.open
+
+    def read_only(path, *a, **k):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with output_lock(tmp_path / "data", "dataset"):
+        ran = True
+    assert ran and not lock_path(tmp_path / "data").exists()
