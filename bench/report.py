@@ -90,8 +90,8 @@ def targets_table(r: dict[str, dict]) -> tuple[list[str], list[str]]:
     fe1000 = rows_pr.get("frontend_b1000_clips_per_s")
     ok = fe["median"] >= 5000 if fe else None
     out.append(
-        f"| feature front end, mfcc 98x40 | clips/s, batches of 100 (of 1,000) | {fmt(fe)} "
-        f"({fmt(fe1000)}) | | >= 5,000 | {verdict(ok)} |"
+        f"| feature front end, mfcc 98x40 | clips/s in batches of 100; of 1,000 | {fmt(fe)}; "
+        f"{fmt(fe1000)} | | >= 5,000 | {verdict(ok)} |"
     )
 
     ip = rows_pr.get("pipeline_clips_per_s")
