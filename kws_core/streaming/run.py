@@ -49,6 +49,23 @@ def window_starts(n_samples: int, window: int, stride: int) -> np.ndarray:
     return np.arange(0, n_samples - window + 1, stride, dtype=np.int64)
 
 
+def _plan(model: ExportedModel, clip_stride_ms: float) -> tuple[int, bool]:
+    """(stride in samples, whether windows are scored from stream features computed once)."""
+    spec = model.spec
+    stride = round(clip_stride_ms * spec.sample_rate / 1000)
+    if stride < 1:
+        raise KwsError(f"stream.clip_stride_ms: {clip_stride_ms} ms is under one sample")
+    frame_wise = spec.preprocess in FRAME_WISE and stride % spec.window_stride_samples == 0
+    return stride, model.scores_features and frame_wise
+
+
+def _too_short(n_samples: int, spec) -> KwsError:
+    return KwsError(
+        f"the stream ({1000 * n_samples / spec.sample_rate:.0f} ms) is shorter than one "
+        f"{spec.clip_duration_ms} ms clip"
+    )
+
+
 def score_stream(
     model: ExportedModel,
     samples: np.ndarray,
@@ -59,22 +76,17 @@ def score_stream(
     marks a word's loudest point, which sits mid-window when the model is most sure."""
     spec = model.spec
     window = spec.desired_samples
-    stride = round(clip_stride_ms * spec.sample_rate / 1000)
-    if stride < 1:
-        raise KwsError(f"stream.clip_stride_ms: {clip_stride_ms} ms is under one sample")
+    stride, from_features = _plan(model, clip_stride_ms)
     samples = np.asarray(samples, np.float32)
     if samples.ndim != 1:
         raise KwsError(f"the stream must be mono 1-D samples, got shape {samples.shape}")
     starts = window_starts(len(samples), window, stride)
     if len(starts) == 0:
-        raise KwsError(
-            f"the stream ({1000 * len(samples) / spec.sample_rate:.0f} ms) is shorter than one "
-            f"{spec.clip_duration_ms} ms clip"
-        )
+        raise _too_short(len(samples), spec)
     out = np.zeros((len(starts), len(model.labels)), np.float32)
     t0 = time.perf_counter()
     hop = spec.window_stride_samples
-    if model.scores_features and spec.preprocess in FRAME_WISE and stride % hop == 0:
+    if from_features:
         frames = stream_features(samples, spec)
         # [windows, frames, bins] views: window w is frames (w * stride / hop) onwards.
         view = sliding_window_view(frames, spec.spectrogram_length, axis=0)
@@ -111,14 +123,8 @@ class BlockScorer:
         spec = model.spec
         self.model, self.spec = model, spec
         self.window = spec.desired_samples
-        self.stride = round(clip_stride_ms * spec.sample_rate / 1000)
-        if self.stride < 1:
-            raise KwsError(f"stream.clip_stride_ms: {clip_stride_ms} ms is under one sample")
+        self.stride, self.from_features = _plan(model, clip_stride_ms)  # as score_stream
         hop = spec.window_stride_samples
-        # The same path choice as score_stream.
-        self.from_features = (
-            model.scores_features and spec.preprocess in FRAME_WISE and self.stride % hop == 0
-        )
         self.samples_seen = 0
         self.seconds = 0.0  # time spent in push/finish (features + model), as score_stream's
         self._finished = False
@@ -156,10 +162,7 @@ class BlockScorer:
             raise KwsError("BlockScorer.finish called twice")
         self._finished = True
         if self.samples_seen < self.window:
-            raise KwsError(
-                f"the stream ({1000 * self.samples_seen / self.spec.sample_rate:.0f} ms) is "
-                f"shorter than one {self.spec.clip_duration_ms} ms clip"
-            )
+            raise _too_short(self.samples_seen, self.spec)
         t0 = time.perf_counter()
         out = self._advance(final=True)
         self.seconds += time.perf_counter() - t0
