@@ -146,12 +146,21 @@ class DataConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    preprocess: Literal["mfcc", "average", "micro", "logmel"] = Field(
-        "mfcc", description="front end: mfcc, average (pooled spectrogram), micro, logmel"
+    preprocess: Literal["mfcc", "average", "micro", "logmel", "embedding"] = Field(
+        "mfcc",
+        description="front end: mfcc, average (pooled spectrogram), micro, logmel, embedding "
+        "(Google's pre-trained speech embedding, 96 values per window; see embedding_hop_ms)",
     )
     window_size_ms: float = Field(30.0, gt=0, description="analysis window (ms)")
     window_stride_ms: float = Field(10.0, gt=0, description="hop between windows (ms)")
     feature_bin_count: int = Field(40, gt=0, description="MFCC / mel bins per frame")
+    embedding_hop_ms: int = Field(
+        80,
+        gt=0,
+        description="embedding: ms between speech embeddings (a multiple of 10; 80 gives 3 per "
+        "1 s clip, 40 gives 6); window_size_ms, window_stride_ms and feature_bin_count then "
+        "do not apply",
+    )
     cache_copies: int = Field(
         4, gt=0, description="augmented copies of each training clip in the feature cache"
     )
@@ -187,6 +196,9 @@ class TrainConfig(_Section):
     ds_cnn_blocks: int = Field(4, ge=1, description="ds_cnn: depthwise-separable blocks")
     bc_resnet_scale: float = Field(1.0, gt=0, description="bc_resnet: width multiplier (tau)")
     bc_resnet_blocks: str = Field("2,2,4,4", description="bc_resnet: blocks per stage")
+    embedding_units: int = Field(
+        128, gt=0, description="embedding_mlp / embedding_conv: units of each hidden layer"
+    )
     summaries_dir: str = Field("results/retrain_logs", description="TensorBoard event files")
     reports_dir: str = Field(
         "results/train_reports", description="metrics.json and confusion matrices of the run"
@@ -204,6 +216,11 @@ class TrainConfig(_Section):
         "on_the_fly",
         description='"on_the_fly": augment and featurise every batch; "cache": stream them from '
         "features.cache_dir (5x faster steps, fewer distinct augmentations)",
+    )
+    eval_dirs: str = Field(
+        "",
+        description="comma list of labelled folders (<label>/*.wav: the official test-set or the "
+        "tutorial layout) scored after every training run, e.g. real recordings; '' = none",
     )
     mlflow_tracking_uri: str = Field(
         "sqlite:///results/mlflow.db", description="MLflow store (relative paths: from params.yaml)"
@@ -249,6 +266,10 @@ class TrainConfig(_Section):
                 f"{len(self.rates)}; give one learning rate per phase"
             )
         return self
+
+    @property
+    def eval_dir_list(self) -> list[str]:
+        return _split_list(self.eval_dirs)
 
     @property
     def architecture_list(self) -> list[str]:

@@ -1,7 +1,9 @@
-"""Score a trained checkpoint on a folder in the official test-set layout.
+"""Score a trained checkpoint on labelled folders (official test-set or tutorial layout).
 
-`speech_commands_test_set_v0.02` has one folder per label, `_silence_` and `_unknown_` included.
-A folder whose name is not one of the model's labels counts as `_unknown_` (the tutorial's rule).
+`speech_commands_test_set_v0.02` has one folder per label, `_silence_` and `_unknown_` included;
+the tutorial layout has one folder per word plus `_background_noise_` (skipped). A folder whose
+name is not one of the model's labels counts as `_unknown_` (the tutorial's rule).
+`train.eval_dirs` names such folders to score after every training run (`score_eval_dirs`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import numpy as np
 
 from kws_core.audio import WavError, read_wav
 from kws_core.checkpoints import resolve_checkpoint, restore
-from kws_core.config import UNKNOWN_LABEL, Params
-from kws_core.errors import DataError
+from kws_core.config import BACKGROUND_NOISE_DIR, UNKNOWN_LABEL, Params
+from kws_core.errors import ConfigError, DataError
 from kws_core.features import FeatureSpec
 from kws_core.input_data import features_of, fit_length
 from kws_core.models import build_model
@@ -57,6 +59,8 @@ def load_test_dir(test_dir: Path, labels: list[str], spec: FeatureSpec):
     index = {label: i for i, label in enumerate(labels)}
     audio, truth, skipped = [], [], []
     for folder in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+        if folder.name == BACKGROUND_NOISE_DIR:
+            continue
         label = folder.name if folder.name in index else UNKNOWN_LABEL
         for f in sorted(folder.glob("*.wav")):
             try:
@@ -71,27 +75,77 @@ def load_test_dir(test_dir: Path, labels: list[str], spec: FeatureSpec):
     return np.stack(audio).astype(np.float32), np.array(truth), skipped
 
 
-def evaluate_dir(
-    params: Params, test_dir: Path, checkpoint: str = "best", png: Path | None = None
-) -> EvalResult:
+def score_dir(model, labels: list[str], spec: FeatureSpec, test_dir: Path) -> EvalResult:
+    """Accuracy, per-label accuracy and confusion of a built model on one labelled folder."""
     from kws_core.train import evaluate_features
 
-    model, labels, spec, prefix = load_model(params, checkpoint)
     audio, truth, skipped = load_test_dir(Path(test_dir), labels, spec)
     pred = evaluate_features(model, features_of(audio, spec))
     cm = confusion_matrix(truth, pred, len(labels))
     per_label = {
         label: float(cm[i, i] / cm[i].sum()) for i, label in enumerate(labels) if cm[i].sum()
     }
-    result = EvalResult(
+    return EvalResult(
         accuracy=float(np.mean(pred == truth)),
         n=len(truth),
         labels=labels,
         confusion=cm,
         per_label=per_label,
         skipped=skipped,
-        checkpoint=prefix,
+        checkpoint=Path(),
     )
+
+
+def evaluate_dir(
+    params: Params, test_dir: Path, checkpoint: str = "best", png: Path | None = None
+) -> EvalResult:
+    model, labels, spec, prefix = load_model(params, checkpoint)
+    result = score_dir(model, labels, spec, Path(test_dir))
+    result.checkpoint = prefix
     if png is not None:
-        result.png = plot_confusion(cm, labels, png, title=f"{Path(test_dir).name}")
+        result.png = plot_confusion(result.confusion, labels, png, title=f"{Path(test_dir).name}")
     return result
+
+
+def eval_dir_names(dirs: list[Path]) -> list[str]:
+    """A short unique name per folder (its own name; a number added where two share one)."""
+    names: list[str] = []
+    for d in dirs:
+        name, n = d.name or "eval", 2
+        while name in names:
+            name, n = f"{d.name}_{n}", n + 1
+        names.append(name)
+    return names
+
+
+def check_eval_dirs(params: Params) -> list[Path]:
+    """`train.eval_dirs` as folders, or a one-line ConfigError before any work starts."""
+    dirs = [params.resolve(d) for d in params.train.eval_dir_list]
+    for d in dirs:
+        if not d.is_dir():
+            raise ConfigError(
+                f"train.eval_dirs: {d} is not a folder; give labelled folders "
+                "(<label>/*.wav) separated by commas, or '' for none"
+            )
+    return dirs
+
+
+def score_eval_dirs(
+    model, labels: list[str], spec: FeatureSpec, dirs: list[Path], reports_dir: Path
+) -> dict[str, dict]:
+    """Score every `train.eval_dirs` folder: {name: {accuracy, n, per_class, confusion_png}}."""
+    out: dict[str, dict] = {}
+    for name, d in zip(eval_dir_names(dirs), dirs, strict=True):
+        r = score_dir(model, labels, spec, d)
+        png = plot_confusion(
+            r.confusion, labels, reports_dir / f"eval_{name}_confusion.png", title=f"{name}"
+        )
+        out[name] = {
+            "accuracy": r.accuracy,
+            "n": r.n,
+            "per_class": r.per_label,
+            "skipped": len(r.skipped),
+            "path": str(d),
+            "confusion_png": str(png),
+        }
+    return out

@@ -161,6 +161,10 @@ class ExportGraphs:
     def module(self) -> tf.Module:
         module = tf.Module()
         module.norm, module.body = self.norm, self.body  # tracked, so the weights are saved
+        if self.spec.preprocess == "embedding":
+            from kws_core.speech_embedding import tracked_models
+
+            module.front_end = tracked_models()  # the frozen speech-embedding weights
         return module
 
     def signatures(self) -> dict:

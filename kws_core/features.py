@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from kws_core.config import Params
 
-PREPROCESS_MODES = ("mfcc", "average", "micro", "logmel")
+PREPROCESS_MODES = ("mfcc", "average", "micro", "logmel", "embedding")
 
 # The tutorial's Mfcc op defaults (tensorflow/core/kernels/mfcc.cc).
 MFCC_LOWER_HZ = 20.0
@@ -66,7 +66,10 @@ _FIELDS = (
     "window_stride_ms",
     "feature_bin_count",
     "preprocess",
+    "embedding_hop_ms",
 )
+# Exports written before the embedding front end existed have no embedding_hop_ms.
+_FIELD_DEFAULTS = {"embedding_hop_ms": 80}
 
 
 def next_power_of_two(x: int) -> int:
@@ -87,6 +90,7 @@ class FeatureSpec:
     window_stride_ms: float = 10.0
     feature_bin_count: int = 40
     preprocess: str = "mfcc"
+    embedding_hop_ms: int = 80
 
     def __post_init__(self) -> None:
         if self.preprocess not in PREPROCESS_MODES:
@@ -127,12 +131,14 @@ class FeatureSpec:
                 f"features.window_stride_ms: {self.window_stride_ms} ms is under 1 sample at "
                 f"{self.sample_rate} Hz; use a longer stride"
             )
-        if self.window_size_samples > self.desired_samples:
+        if self.preprocess != "embedding" and self.window_size_samples > self.desired_samples:
             raise ConfigError(
                 f"features.window_size_ms: the {self.window_size_ms} ms window is longer than "
                 f"the {self.clip_duration_ms} ms clip (data.clip_duration_ms); use a shorter "
                 "window or a longer clip"
             )
+        if self.preprocess == "embedding":
+            self._check_embedding()
         if self.preprocess == "mfcc":
             if self.feature_bin_count > MFCC_FILTERBANK_CHANNELS:
                 raise ConfigError(
@@ -160,6 +166,31 @@ class FeatureSpec:
                         f"{key}: the micro frontend takes whole milliseconds (got {ms:g} ms)"
                     )
 
+    def _check_embedding(self) -> None:
+        from kws_core import speech_embedding as se
+
+        if self.sample_rate != se.SAMPLE_RATE:
+            raise ConfigError(
+                f"data.sample_rate: the speech embedding was trained on {se.SAMPLE_RATE} Hz "
+                f"audio (got {self.sample_rate}); use 16000 or another front end"
+            )
+        hop = self.embedding_hop_ms
+        if not isinstance(hop, numbers.Integral) or isinstance(hop, bool) or hop <= 0:
+            raise ConfigError(
+                f"features.embedding_hop_ms: must be a positive whole number of ms (got {hop!r})"
+            )
+        if hop % 10:
+            raise ConfigError(
+                f"features.embedding_hop_ms: {hop} is not a multiple of the embedding's 10 ms "
+                "mel frame; use e.g. 40 or 80"
+            )
+        object.__setattr__(self, "embedding_hop_ms", int(hop))
+        if self.spectrogram_length < 1:
+            raise ConfigError(
+                f"data.clip_duration_ms: {self.clip_duration_ms} ms is shorter than one speech "
+                f"embedding window ({1000 * se.WINDOW_SAMPLES / se.SAMPLE_RATE:.0f} ms)"
+            )
+
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_params(cls, params: Params) -> FeatureSpec:
@@ -171,6 +202,7 @@ class FeatureSpec:
             window_stride_ms=f.window_stride_ms,
             feature_bin_count=f.feature_bin_count,
             preprocess=f.preprocess,
+            embedding_hop_ms=f.embedding_hop_ms,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,6 +222,12 @@ class FeatureSpec:
 
     def describe(self) -> str:
         """One line naming the settings that decide the input shape."""
+        if self.preprocess == "embedding":
+            return (
+                f"speech embedding, {self.spectrogram_length} x {self.fingerprint_width} "
+                f"(one every {self.embedding_hop_ms} ms), {self.sample_rate} Hz, "
+                f"{self.clip_duration_ms} ms clips"
+            )
         return (
             f"{self.preprocess} {self.feature_bin_count} bins, {self.sample_rate} Hz, "
             f"{self.clip_duration_ms} ms clips, window {self.window_size_ms}/"
@@ -199,6 +237,7 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
         """Rebuild from `to_dict()` output; derived sizes, if present, must agree."""
+        d = _FIELD_DEFAULTS | dict(d)
         missing = [k for k in _FIELDS if k not in d]
         if missing:
             raise ConfigError(f"feature spec: missing key {missing[0]!r}")
@@ -220,10 +259,18 @@ class FeatureSpec:
 
     @property
     def window_size_samples(self) -> int:
+        """Samples behind one frame (for `embedding`: behind one embedding, 12,512)."""
+        if self.preprocess == "embedding":
+            from kws_core.speech_embedding import WINDOW_SAMPLES
+
+            return WINDOW_SAMPLES
         return int(self.sample_rate * self.window_size_ms / 1000)
 
     @property
     def window_stride_samples(self) -> int:
+        """Samples between frames (for `embedding`: between embeddings)."""
+        if self.preprocess == "embedding":
+            return int(self.sample_rate * self.embedding_hop_ms / 1000)
         return int(self.sample_rate * self.window_stride_ms / 1000)
 
     @property
@@ -250,6 +297,10 @@ class FeatureSpec:
 
     @property
     def fingerprint_width(self) -> int:
+        if self.preprocess == "embedding":
+            from kws_core.speech_embedding import EMBEDDING_DIM
+
+            return EMBEDDING_DIM
         if self.preprocess == "average":
             return int(math.ceil(self.fft_bin_count / self.average_window_width))
         return self.feature_bin_count
@@ -456,6 +507,10 @@ def _compute_graph(audio: tf.Tensor, spec: FeatureSpec) -> tf.Tensor:
     frames = spec.spectrogram_length
     if spec.preprocess == "micro":
         return _micro_features(audio, spec)
+    if spec.preprocess == "embedding":
+        from kws_core.speech_embedding import MEL_HOP, embed
+
+        return embed(audio, spec.window_stride_samples // MEL_HOP)
     magnitude, power = _power_spectrogram(audio, spec)
     if spec.preprocess == "mfcc":
         mel = _frame_matmul(magnitude, mfcc_mel_matrix(spec), frames)
@@ -502,7 +557,8 @@ def compute_features(audio: Any, spec: FeatureSpec) -> tf.Tensor:
     return _compute_graph(audio, spec)
 
 
-FRAME_WISE = frozenset({"mfcc", "logmel", "average"})  # each frame depends on its samples only
+# Each frame depends on its own samples only (an embedding on its own 12,512 samples).
+FRAME_WISE = frozenset({"mfcc", "logmel", "average", "embedding"})
 STREAM_BATCH = 100  # clips per front-end call in stream_features
 
 
@@ -556,7 +612,7 @@ def compute_features_np(audio: np.ndarray, spec: FeatureSpec) -> np.ndarray:
             f"compute_features_np expects [batch, {spec.desired_samples}] audio, "
             f"got shape {audio.shape}"
         )
-    if spec.preprocess == "micro":
+    if spec.preprocess in ("micro", "embedding"):  # (tests check embedding against ONNX)
         return np.asarray(compute_features(audio.astype(np.float32), spec))
     power = _np_power_spectrogram(audio, spec)
     if spec.preprocess == "mfcc":

@@ -18,6 +18,7 @@ from kws_core.atomic import atomic_write_text
 from kws_core.checkpoints import CheckpointManager, resolve_checkpoint, restore
 from kws_core.config import Params, write_params
 from kws_core.errors import KwsError
+from kws_core.evaluate import check_eval_dirs, score_eval_dirs
 from kws_core.faults import crash_point
 from kws_core.input_data import AudioProcessor
 from kws_core.labels import write_labels
@@ -50,6 +51,8 @@ class TrainResult:
     reports_dir: Path
     summaries_dir: Path
     test_confusion: list[list[int]] = field(default_factory=list)
+    # train.eval_dirs scores: {folder name: {accuracy, n, per_class, ...}} (kws_core.evaluate)
+    eval_dirs: dict[str, dict] = field(default_factory=dict)
     run_id: str = ""
     model_version: str = ""
     champion: bool = False
@@ -126,6 +129,7 @@ def train(
     """
     say = log or (lambda msg: tqdm.write(msg))
     t = params.train
+    eval_dirs = check_eval_dirs(params)  # a missing folder stops the run before any work
     tf.keras.utils.set_random_seed(t.seed)
     model, labels, spec = build_model(params)
     summary = model_summary(model)
@@ -299,6 +303,10 @@ def train(
         )
         table = reports / "confusion_matrix.csv"
         atomic_write_text(table, confusion_table(cm, labels).to_csv())
+        evals = score_eval_dirs(model, labels, spec, eval_dirs, reports)
+        for name, ev in evals.items():
+            classes = ", ".join(f"{k} {100 * v:.0f}%" for k, v in ev["per_class"].items())
+            say(f"Accuracy on {name} = {100 * ev['accuracy']:.1f}% (N={ev['n']}): {classes}")
         result = TrainResult(
             arch=t.model_architecture,
             labels=labels,
@@ -318,6 +326,7 @@ def train(
             reports_dir=reports,
             summaries_dir=summaries,
             test_confusion=cm.tolist(),
+            eval_dirs=evals,
         )
         if tracker:
             tracker.log_metrics(
@@ -325,6 +334,13 @@ def train(
             )
             tracker.log_artifact(png, "plots")
             tracker.log_artifact(table, "tables")
+            for name, ev in evals.items():
+                tracker.log_metrics(
+                    {f"eval_{name}_accuracy": ev["accuracy"]}
+                    | {f"eval_{name}_{k}": v for k, v in ev["per_class"].items()},
+                    step,
+                )
+                tracker.log_artifact(Path(ev["confusion_png"]), "plots")
             tracker.log_artifact(labels_path)
             for f in sorted(train_dir.glob(f"{manager.state.best}.*")):
                 tracker.log_artifact(f, "checkpoint")
@@ -340,6 +356,8 @@ def train(
             if isinstance(v, int | float | str) and not isinstance(v, bool)
         }
         metrics["champion"] = result.champion
+        if evals:
+            metrics["eval"] = evals
         atomic_write_text(reports / "metrics.json", json.dumps(metrics, indent=2, default=str))
         status = "FINISHED"
         marker.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ WORDS = ["yes", "no", "cat", "dog"]
 
 def _trained(root, **over):
     data = build_tiny_dataset(root / "data", WORDS, 150, learnable=True)
-    p = learned_params(root, representative_examples=100, **over)
+    p = learned_params(root, **({"representative_examples": 100} | over))
     manifest = build_manifest(p.data, data, progress=False).manifest
     train(p, manifest, data, progress=False, log=lambda _m: None, track=False)
     return p, manifest, data
@@ -196,3 +196,50 @@ def test_cli_freeze_prints_every_file_with_its_size(pcm_export, tmp_path):
         assert name in run.stdout
         assert (out / name).exists()
     assert " MB" in run.stdout or " kB" in run.stdout
+
+
+@pytest.fixture(scope="module")
+def embedding_export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("embedding_export")
+    p, manifest, data = _trained(
+        root,
+        preprocess="embedding",
+        model_architecture="embedding_mlp",
+        feature_source="cache",
+        how_many_training_steps="150,50",
+        dropout_rate=0.1,
+        representative_examples=50,
+    )
+    return p, export_model(p, "best", manifest=manifest), _test_set(p, manifest, data)
+
+
+def test_embedding_export_runs_pcm_to_scores_in_builtin_ops(embedding_export):
+    p, result, (pcm, truth, want) = embedding_export
+    assert np.mean(want == truth) > 0.8, "the embedding head should have learned the tones"
+    meta = json.loads(result.meta.read_text())
+    assert meta["architecture"] == "embedding_mlp" and meta["features"]["preprocess"] == "embedding"
+    assert meta["models"]["model_float.tflite"]["input"]["shape"] == [1, 16000]
+    sm = ExportedModel.load(result.saved_model, result.labels).scores(pcm)
+    tfl = ExportedModel.load(result.tflite_float, result.labels).scores(pcm)
+    np.testing.assert_array_equal(sm.argmax(1), want)
+    np.testing.assert_array_equal(tfl.argmax(1), want)
+    np.testing.assert_allclose(tfl, sm, atol=1e-4)
+    # The front end stays float in the int8 model (as for mfcc): the head is what is quantised.
+    q = ExportedModel.load(result.tflite_int8).scores(pcm).argmax(1)
+    assert np.mean(q == truth) >= np.mean(want == truth) - 0.02
+
+
+def test_embedding_stream_reuses_embeddings_and_equals_per_window_scores(embedding_export):
+    from kws_core.streaming.run import score_stream, score_stream_blocks
+
+    p, result, (pcm, _truth, _want) = embedding_export
+    model = ExportedModel.load(result.saved_model, result.labels)
+    stream = pcm[:6].reshape(-1)
+    hop_ms = p.features.embedding_hop_ms
+    fast = score_stream(model, stream, hop_ms)  # embeddings computed once per hop
+    starts = np.arange(0, len(stream) - 16000 + 1, 16 * hop_ms)
+    slow = model.scores(np.stack([stream[s : s + 16000] for s in starts]))
+    assert fast.scores.shape == slow.shape
+    np.testing.assert_allclose(fast.scores, slow, atol=1e-4)
+    blocks = score_stream_blocks(model, np.array_split(stream, 7), hop_ms)
+    np.testing.assert_array_equal(blocks.scores, fast.scores)

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import tensorflow as tf
 
 from kws_core.checkpoints import CheckpointManager
 from kws_core.config import load_params
-from kws_core.errors import KwsError
+from kws_core.errors import ConfigError, KwsError
 from kws_core.manifest import build_manifest
 from kws_core.models import model_names
 from kws_core.train import NanError, piecewise_rate, train
@@ -275,3 +276,36 @@ def realdata_or_tiny(tmp_path):
     write_clip(root / "_silence_" / "silence_0.wav", np.zeros(16000, dtype=np.float32))
     (root / "no" / "broken.wav").write_text("junk")
     return root
+
+
+def test_eval_dirs_are_scored_after_training_into_metrics_and_mlflow(tiny, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    _, data = tiny
+    # Two labelled folders: the tutorial layout (with _background_noise_, skipped) twice, one of
+    # them under the same folder name, so the second gets a numbered name.
+    a, b = data, tmp_path / "other" / data.name
+    shutil.copytree(data, b)
+    result, lines = run(tmp_path, data, track=True, eval_dirs=f"{a},{b}")
+    name_a, name_b = data.name, f"{data.name}_2"
+    assert set(result.eval_dirs) == {name_a, name_b}
+    ev = result.eval_dirs[name_a]
+    clips = sum(
+        1 for d in data.iterdir() if d.name != "_background_noise_" for _ in d.glob("*.wav")
+    )
+    assert ev["n"] == clips and 0.0 <= ev["accuracy"] <= 1.0
+    assert set(ev["per_class"]) <= set(result.labels) and "_unknown_" in ev["per_class"]
+    assert any(line.startswith(f"Accuracy on {name_a} = ") for line in lines)
+    metrics = json.loads((result.reports_dir / "metrics.json").read_text())
+    assert metrics["eval"][name_a]["accuracy"] == pytest.approx(ev["accuracy"])
+    assert (result.reports_dir / f"eval_{name_a}_confusion.png").exists()
+    logged = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.run_id)
+    assert logged.data.metrics[f"eval_{name_a}_accuracy"] == pytest.approx(ev["accuracy"])
+    assert f"eval_{name_b}__unknown_" in logged.data.metrics
+
+
+def test_a_missing_eval_dir_stops_before_any_work(tiny, tmp_path):
+    _, data = tiny
+    with pytest.raises(ConfigError, match=r"train.eval_dirs: .*missing is not a folder"):
+        run(tmp_path, data, eval_dirs=str(tmp_path / "missing"))
+    assert not (tmp_path / "train").exists()

@@ -23,6 +23,8 @@ from kws_core.models import (
     bc_resnet,
     conv,
     ds_cnn,
+    embedding_conv,
+    embedding_mlp,
     low_latency_conv,
     low_latency_svdf,
     single_fc,
@@ -44,6 +46,8 @@ _ARCHITECTURES: tuple[ModuleType, ...] = (
     tiny_embedding_conv,
     ds_cnn,
     bc_resnet,
+    embedding_mlp,
+    embedding_conv,
 )
 
 MODELS: dict[str, Callable[[ModelSettings], keras.Model]] = {

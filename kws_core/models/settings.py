@@ -46,6 +46,7 @@ class ModelSettings:
     ds_cnn_blocks: int = 4
     bc_resnet_scale: float = 1.0
     bc_resnet_blocks: tuple[int, ...] = (2, 2, 4, 4)
+    embedding_units: int = 128
 
     def __post_init__(self) -> None:
         for name in ("spectrogram_length", "fingerprint_width", "label_count"):
@@ -58,6 +59,8 @@ class ModelSettings:
             raise ConfigError(f"train.dropout_rate: must be in [0, 1), got {self.dropout_rate}")
         if self.ds_cnn_channels < 1 or self.ds_cnn_blocks < 1:
             raise ConfigError("train.ds_cnn_channels and train.ds_cnn_blocks must be at least 1")
+        if self.embedding_units < 1:
+            raise ConfigError("train.embedding_units must be at least 1")
         if int(self.bc_resnet_scale * 8) < 1:
             raise ConfigError(
                 f"train.bc_resnet_scale: {self.bc_resnet_scale} gives no channels; use >= 0.125"
@@ -93,4 +96,5 @@ class ModelSettings:
             ds_cnn_blocks=train.ds_cnn_blocks,
             bc_resnet_scale=train.bc_resnet_scale,
             bc_resnet_blocks=parse_blocks(train.bc_resnet_blocks),
+            embedding_units=train.embedding_units,
         )

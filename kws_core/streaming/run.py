@@ -90,7 +90,9 @@ def score_stream(
         frames = stream_features(samples, spec)
         # [windows, frames, bins] views: window w is frames (w * stride / hop) onwards.
         view = sliding_window_view(frames, spec.spectrogram_length, axis=0)
-        view = view[:: stride // hop].transpose(0, 2, 1)
+        # (An embedding front end's frames cover less than the clip: cut the windows whose
+        # clip would run past the stream's end.)
+        view = view[:: stride // hop][: len(starts)].transpose(0, 2, 1)
         score = model.scores_from_features
     else:
         view = sliding_window_view(samples, window)[::stride]

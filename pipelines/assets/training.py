@@ -47,6 +47,12 @@ def trained_model(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.Mater
         "confusion_matrix": image(best.reports_dir / "confusion_matrix.png", "confusion matrix"),
         "champion_file": dg.MetadataValue.path(str(comparison.champion_file)),
     }
+    for name, ev in best.eval_dirs.items():  # train.eval_dirs, e.g. real recordings
+        metadata[f"eval_{name}_accuracy"] = dg.MetadataValue.float(ev["accuracy"])
+        metadata[f"eval_{name}_per_class"] = dg.MetadataValue.md(
+            "| label | accuracy |\n| --- | ---: |\n"
+            + "\n".join(f"| `{k}` | {100 * v:.1f}% |" for k, v in ev["per_class"].items())
+        )
     if best.run_id:
         metadata["mlflow_run"] = mlflow_run(_experiment_of(params, best.run_id), best.run_id)
         metadata["mlflow_parent_run"] = comparison.parent_run_id

@@ -1,0 +1,126 @@
+"""Real-speech accuracy of models trained on synthetic speech only: the levers, per seed.
+
+    .venv/bin/python bench/real_speech.py --variants mfcc_llc,emb80_mlp --seeds 0,1 \
+        --real_dir ../shared/realdata/speech_commands_test_v0.02_dev
+
+Each variant is a set of params overrides (VARIANTS below) on top of params.yaml; each (variant,
+seed) trains untracked into results/bench_real/<variant>-s<seed>, then is scored on the
+synthetic test partition and on every `--real_dir` (official test-set layout). One JSON row per
+run is appended to bench/results/real_speech.json (accuracy, per-class accuracy, seconds);
+bench/report.py turns them into the real-speech table of BENCHMARKS.md. The data set is the one
+params.yaml describes (the default synthetic set after `make run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from results_log import append_run
+
+from kws_core.config import load_params
+from kws_core.manifest import load_manifest
+from kws_core.steps import manifest_path
+
+_MFCC = {
+    "preprocess": "mfcc",
+    "feature_source": "on_the_fly",
+    "model_architecture": "low_latency_conv",
+    "how_many_training_steps": "4000,1000",
+    "learning_rate": "0.001,0.0001",
+}
+_EMB = {
+    "preprocess": "embedding",
+    "feature_source": "cache",
+    "how_many_training_steps": "2000,500",
+    "learning_rate": "0.001,0.0001",
+    "eval_step_interval": 500,
+}
+VARIANTS: dict[str, dict] = {
+    "mfcc_llc": _MFCC,
+    "emb80_mlp": _EMB | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp"},
+    "emb40_mlp": _EMB | {"embedding_hop_ms": 40, "model_architecture": "embedding_mlp"},
+    "emb80_conv": _EMB | {"embedding_hop_ms": 80, "model_architecture": "embedding_conv"},
+    "emb40_conv": _EMB | {"embedding_hop_ms": 40, "model_architecture": "embedding_conv"},
+    "emb80_mlp_c16": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "cache_copies": 16},
+    "emb80_mlp_d02": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "dropout_rate": 0.2},
+    "emb80_mlp_u256": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "embedding_units": 256},
+    "emb80_mlp_noaug": _EMB
+    | {
+        "embedding_hop_ms": 80,
+        "model_architecture": "embedding_mlp",
+        "background_frequency": 0.0,
+        "time_shift_ms": 0.0,
+    },
+    "emb80_mlp_loud": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "background_volume": 0.3},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--variants", default="mfcc_llc,emb80_mlp")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--real_dir", action="append", default=[])
+    ap.add_argument("--out", default="bench/results/real_speech.json")
+    args = ap.parse_args()
+
+    from kws_core.evaluate import evaluate_dir
+    from kws_core.train import train
+
+    real_dirs = [Path(d) for d in args.real_dir if Path(d).is_dir()]
+    for variant in args.variants.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            base = f"results/bench_real/{variant}-s{seed}"
+            over = VARIANTS[variant] | {
+                "seed": seed,
+                "train_dir": base,
+                "summaries_dir": f"{base}_logs",
+                "reports_dir": f"{base}_reports",
+                "save_step_interval": 1000,
+                "cache_dir": "results/bench_real/features",
+            }
+            params = load_params(args.params, over)
+            manifest = load_manifest(manifest_path(params))
+            t0 = time.perf_counter()
+            res = train(
+                params,
+                manifest,
+                params.resolve(params.data.data_dir),
+                progress=False,
+                log=lambda _m: None,
+                track=False,
+            )
+            row = {
+                "variant": variant,
+                "seed": seed,
+                "overrides": VARIANTS[variant],
+                "synthetic_test": round(res.test_accuracy, 4),
+                "train_s": round(res.seconds, 1),
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "params": res.params_count,
+                "real": {},
+            }
+            for d in real_dirs:
+                ev = evaluate_dir(params, d)
+                row["real"][d.name] = {
+                    "accuracy": round(ev.accuracy, 4),
+                    "n": ev.n,
+                    "per_class": {k: round(v, 4) for k, v in ev.per_label.items()},
+                }
+            append_run(Path(args.out), **row)
+            real = " ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in row["real"].items())
+            print(
+                f"summary: {variant} seed {seed}: synthetic test "
+                f"{100 * res.test_accuracy:.1f}%, real {real or '-'}, {row['wall_s']} s",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
