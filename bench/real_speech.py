@@ -21,7 +21,7 @@ from results_log import append_run
 
 from kws_core.config import load_params
 from kws_core.manifest import load_manifest
-from kws_core.steps import manifest_path
+from kws_core.steps import dataset_step, manifest_path, manifest_step
 
 _MFCC = {
     "preprocess": "mfcc",
@@ -56,6 +56,20 @@ VARIANTS: dict[str, dict] = {
         "background_frequency": 0.0,
         "time_shift_ms": 0.0,
     },
+    "emb80_mlp_spk1000": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp"}
+    | {
+        "speakers": 1000,
+        "data_dir": "results/bench_real/data_spk1000",
+        "manifest_dir": "results/bench_real/manifest_spk1000",
+    },
+    "emb80_mlp_spk500": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp"}
+    | {
+        "speakers": 500,
+        "data_dir": "results/bench_real/data_spk500",
+        "manifest_dir": "results/bench_real/manifest_spk500",
+    },
     "emb80_mlp_loud": _EMB
     | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "background_volume": 0.3},
 }
@@ -86,6 +100,9 @@ def main() -> None:
                 "cache_dir": "results/bench_real/features",
             }
             params = load_params(args.params, over)
+            if not manifest_path(params).exists():  # a variant with its own data set
+                dataset_step(params, progress=False)
+                manifest_step(params, progress=False)
             manifest = load_manifest(manifest_path(params))
             t0 = time.perf_counter()
             res = train(

@@ -310,6 +310,16 @@ class StreamConfig(_Section):
     target_fa_per_hour: float = Field(0.5, ge=0, description="false accepts/hour to meet")
     stream_dir: str = Field("results/streaming", description="streams, reports, curves")
     stream_seed: int = Field(0, ge=0, description="seed of the generated test streams")
+    words_dir: str = Field(
+        "",
+        description="labelled folder (<label>/*.wav) the test streams draw words from, e.g. real "
+        "recordings; '' = the data set's test partition",
+    )
+    noise_dir: str = Field(
+        "",
+        description="folder of noise .wav files the test streams are mixed over; '' = the data "
+        "set's _background_noise_",
+    )
 
 
 class ChecksConfig(_Section):

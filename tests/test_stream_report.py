@@ -16,7 +16,7 @@ from kws_core.streaming.report import generate_test_stream, stream_accuracy, str
 from kws_core.streaming.run import score_stream, window_starts
 from kws_core.streaming.score import read_ground_truth
 from kws_core.train import train
-from tests.conftest import build_tiny_dataset
+from tests.conftest import build_tiny_dataset, write_clip
 from tests.test_train import learned_params
 
 STREAM = {
@@ -95,6 +95,38 @@ def test_streams_are_generated_once_and_regenerated_when_settings_change(trained
     other = generate_test_stream(changed)
     assert not other.reused and read_ground_truth(other.truth) != truth
     generate_test_stream(p)  # back to the fixture's stream
+
+
+def test_streams_from_a_labelled_folder_and_a_noise_folder(trained, tmp_path):
+    """stream.words_dir / noise_dir: e.g. real recordings in the official test-set layout."""
+    p, _, _ = trained
+    words = build_tiny_dataset(tmp_path / "words", ["yes", "no", "_unknown_"], 8, noise=False)
+    (words / "_silence_").mkdir()
+    write_clip(words / "_silence_" / "s.wav", np.zeros(16000, np.float32))
+    noise = tmp_path / "noise"
+    write_clip(noise / "hum.wav", 0.05 * np.sin(np.arange(48000) / 7.0).astype(np.float32))
+    q = p.model_copy(deep=True)
+    q.stream.words_dir, q.stream.noise_dir = str(words), str(noise)
+    q.stream.stream_dir = str(tmp_path / "streams")
+    files = generate_test_stream(q)
+    truth = read_ground_truth(files.truth)
+    assert {label for label, _ in truth} <= {"yes", "no", "_unknown_"}
+    assert {label for label, _ in truth} >= {"yes", "no"}
+    stamp = json.loads(files.wav.with_suffix(".json").read_text())
+    assert stamp["words_dir"] == str(words) and stamp["noise"] == [str(noise / "hum.wav")]
+    assert generate_test_stream(q).reused
+    write_clip(words / "yes" / "new_nohash_0.wav", np.zeros(16000, np.float32))
+    assert not generate_test_stream(q).reused  # a changed folder gives a new stream
+    neg = generate_test_stream(q, negative=True)
+    assert {label for label, _ in read_ground_truth(neg.truth)} == {"_unknown_"}
+    for key, bad, message in (
+        ("words_dir", tmp_path / "missing", "stream.words_dir: .* is not a folder"),
+        ("noise_dir", tmp_path / "words" / "yes" / "x", "stream.noise_dir: .* no .wav files"),
+    ):
+        r = q.model_copy(deep=True)
+        setattr(r.stream, key, str(bad))
+        with pytest.raises(KwsError, match=message):
+            generate_test_stream(r)
 
 
 def test_stream_accuracy_on_a_learned_model(trained):

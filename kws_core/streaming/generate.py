@@ -1,5 +1,9 @@
 """Build a long test stream: words from one partition over background noise, with ground truth.
 
+Words come from the manifest's test partition, or from any labelled folder (`folder_manifest`,
+`stream.words_dir`: e.g. real recordings); noise from the data set's `_background_noise_`, or
+from any folder of noise files (`noise_files`, `stream.noise_dir`).
+
 Rebuilds the tutorial's generate_streaming_test_wav.py with these choices:
 
 * Word times: one word per `word_gap_ms` slot, at the slot centre jittered by up to +-20% of
@@ -21,6 +25,7 @@ Rebuilds the tutorial's generate_streaming_test_wav.py with these choices:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +35,7 @@ import pandas as pd
 
 from kws_core.atomic import atomic_path
 from kws_core.audio import WavError, read_wav, write_wav
-from kws_core.config import SILENCE_LABEL, UNKNOWN_LABEL
+from kws_core.config import BACKGROUND_NOISE_DIR, SILENCE_LABEL, UNKNOWN_LABEL
 from kws_core.errors import DataError, KwsError
 from kws_core.streaming.score import Truth, write_ground_truth
 
@@ -54,6 +59,40 @@ def _word_pools(
     keywords = {w: rows.loc[rows["label"] == w, "path"].tolist() for w in wanted}
     unknown = rows.loc[rows["label"] == UNKNOWN_LABEL, "path"].tolist()
     return {w: p for w, p in keywords.items() if p}, unknown
+
+
+def folder_manifest(folder: Path, wanted_words: Sequence[str]) -> pd.DataFrame:
+    """A labelled folder (`<label>/*.wav`: the official test-set or the tutorial layout) as
+    manifest rows of the `testing` partition, so streams can be built from any recordings.
+
+    A folder named after a wanted word gives that word; any other word folder (`_unknown_`
+    included) gives `_unknown_`; `_silence_` and `_background_noise_` are left out.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"stream.words_dir: {folder} is not a folder of <label>/*.wav clips")
+    rows = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if sub.name in (SILENCE_LABEL, BACKGROUND_NOISE_DIR):
+            continue
+        label = sub.name if sub.name in wanted_words else UNKNOWN_LABEL
+        for f in sorted(sub.glob("*.wav")):
+            rel = f.relative_to(folder).as_posix()
+            # Which files and how big: a changed folder gives a new stream (no audio read here).
+            sha1 = hashlib.sha1(f"{rel}:{f.stat().st_size}".encode()).hexdigest()
+            rows.append({"path": rel, "label": label, "partition": "testing", "sha1": sha1})
+    if not rows:
+        raise DataError(f"stream.words_dir: {folder} holds no <label>/*.wav clips")
+    return pd.DataFrame(rows)
+
+
+def noise_files(folder: Path) -> list[str]:
+    """The .wav files of a noise folder (absolute paths), or a one-line DataError."""
+    folder = Path(folder)
+    files = sorted(str(p.resolve()) for p in folder.glob("*.wav")) if folder.is_dir() else []
+    if not files:
+        raise DataError(f"stream.noise_dir: {folder} holds no .wav files of background noise")
+    return files
 
 
 def _check_pools(

@@ -29,7 +29,12 @@ from kws_core.atomic import atomic_write_text
 from kws_core.config import Params
 from kws_core.errors import DataError
 from kws_core.exported import ExportedModel
-from kws_core.streaming.generate import generate_stream, write_stream
+from kws_core.streaming.generate import (
+    folder_manifest,
+    generate_stream,
+    noise_files,
+    write_stream,
+)
 from kws_core.streaming.recognize import Detection, recognize_settings, recognize_stream
 from kws_core.streaming.run import StreamScores, score_stream
 from kws_core.streaming.score import (
@@ -63,9 +68,22 @@ def _generation_settings(params: Params, manifest: pd.DataFrame, negative: bool)
         "seed": s.stream_seed + (1 if negative else 0),
         "wanted_words": params.data.wanted_word_list,
         "sample_rate": params.data.sample_rate,
-        # The test partition's content: a new data set gives new streams.
+        # The test clips' content: a new data set (or words_dir) gives new streams.
         "test_clips": hashlib.sha1("".join(sorted(rows["sha1"].astype(str))).encode()).hexdigest(),
+        "words_dir": str(params.resolve(s.words_dir)) if s.words_dir else "",
+        "noise": _background_files(params),
     }
+
+
+def _word_source(params: Params) -> tuple[pd.DataFrame, Path]:
+    """(manifest rows, folder their paths are relative to): stream.words_dir or the data set."""
+    if params.stream.words_dir:
+        folder = params.resolve(params.stream.words_dir)
+        return folder_manifest(folder, params.data.wanted_word_list), folder
+    from kws_core.manifest import load_manifest
+    from kws_core.steps import manifest_path
+
+    return load_manifest(manifest_path(params)), params.resolve(params.data.data_dir)
 
 
 def generate_test_stream(
@@ -75,10 +93,7 @@ def generate_test_stream(
     truth: Path | None = None,
 ) -> StreamFiles:
     """Write a test stream and its ground truth (reused when the same settings made it)."""
-    from kws_core.manifest import load_manifest
-    from kws_core.steps import manifest_path
-
-    manifest = load_manifest(manifest_path(params))
+    manifest, words_root = _word_source(params)
     out_dir = params.resolve(params.stream.stream_dir)
     name = STREAMS[negative]
     wav = wav or out_dir / f"{name}.wav"
@@ -91,10 +106,10 @@ def generate_test_stream(
                 return StreamFiles(wav, truth, reused=True)
         except ValueError:
             pass  # a damaged stamp: generate again
-    background = _background_files(params)
+    background = settings["noise"]
     samples, rows = generate_stream(
         manifest,
-        params.resolve(params.data.data_dir),
+        words_root,
         background,
         params.data.wanted_word_list,
         duration_s=settings["duration_s"],
@@ -112,9 +127,13 @@ def generate_test_stream(
 
 
 def _background_files(params: Params) -> list[str]:
+    """Noise files: every .wav of stream.noise_dir, else the manifest's background.csv."""
+    if params.stream.noise_dir:
+        return noise_files(params.resolve(params.stream.noise_dir))
     listing = params.resolve(params.data.manifest_dir) / "background.csv"
     if not listing.exists():
         return []
+    # Relative to data_dir (generate_stream resolves them), as background.csv lists them.
     return list(pd.read_csv(listing)["path"].astype(str))
 
 
