@@ -70,6 +70,12 @@ VARIANTS: dict[str, dict] = {
         "data_dir": "results/bench_real/data_spk500",
         "manifest_dir": "results/bench_real/manifest_spk500",
     },
+    "emb80_mlp_unk50": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp"}
+    | {"unknown_percentage": 50, "manifest_dir": "results/bench_real/manifest_unk50"},
+    "emb80_mlp_unk50_nobal": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "balance_classes": False}
+    | {"unknown_percentage": 50, "manifest_dir": "results/bench_real/manifest_unk50"},
     "emb80_mlp_loud": _EMB
     | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "background_volume": 0.3},
 }

@@ -217,6 +217,12 @@ class TrainConfig(_Section):
         description='"on_the_fly": augment and featurise every batch; "cache": stream them from '
         "features.cache_dir (5x faster steps, fewer distinct augmentations)",
     )
+    balance_classes: bool = Field(
+        True,
+        description="train with logit adjustment by the training label shares, so the model "
+        "predicts as if every label were equally likely (a large _unknown_ share does not make "
+        "_unknown_ win by default)",
+    )
     eval_dirs: str = Field(
         "",
         description="comma list of labelled folders (<label>/*.wav: the official test-set or the "

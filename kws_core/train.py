@@ -103,6 +103,15 @@ def make_optimizer(name: str, rate: float):
     return keras.optimizers.SGD(learning_rate=rate)
 
 
+def label_log_prior(labels: np.ndarray, count: int) -> np.ndarray:
+    """log(share of each label) among training rows, minus its mean (a label with no rows
+    gets the smallest share seen, so nothing is infinite)."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=count).astype(np.float64)
+    counts[counts == 0] = counts[counts > 0].min() if np.any(counts > 0) else 1.0
+    log_p = np.log(counts / counts.sum())
+    return (log_p - log_p.mean()).astype(np.float32)
+
+
 def evaluate_features(model, x: np.ndarray, batch: int = 500) -> np.ndarray:
     """Predicted label indices for features x (inference mode)."""
     preds = []
@@ -187,6 +196,11 @@ def train(
     atomic_write_text(marker, json.dumps({"params": _run_digest(params)}))
 
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    train_labels = cache.training_labels if cache is not None else processor.sets["training"].labels
+    log_prior = tf.constant(
+        label_log_prior(np.asarray(train_labels), len(labels)) if t.balance_classes else 0.0,
+        tf.float32,
+    )
     variables = model.trainable_variables
     names = ["cross_entropy", "logits"] + [f"gradient of {v.path}" for v in variables]
     names += [v.path for v in variables]
@@ -195,7 +209,9 @@ def train(
     def train_step(x, y):
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
-            loss = loss_fn(y, logits)
+            # Logit adjustment (Menon et al. 2021): the loss sees logits + log prior, so the
+            # model's own logits come out as if every label were equally likely.
+            loss = loss_fn(y, logits + log_prior)
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, tf.int32), y), tf.float32))

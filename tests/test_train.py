@@ -309,3 +309,30 @@ def test_a_missing_eval_dir_stops_before_any_work(tiny, tmp_path):
     with pytest.raises(ConfigError, match=r"train.eval_dirs: .*missing is not a folder"):
         run(tmp_path, data, eval_dirs=str(tmp_path / "missing"))
     assert not (tmp_path / "train").exists()
+
+
+def test_label_log_prior_is_centred_log_shares():
+    from kws_core.train import label_log_prior
+
+    prior = label_log_prior(np.array([0, 0, 0, 1, 1, 2]), 4)  # label 3 has no rows
+    counts = np.array([3, 2, 1, 1], float)
+    want = np.log(counts / counts.sum())
+    np.testing.assert_allclose(prior, want - want.mean(), rtol=1e-6)
+    assert abs(prior.sum()) < 1e-5 and prior[0] > prior[1] > prior[2] == prior[3]
+    np.testing.assert_allclose(label_log_prior(np.array([0, 1, 2]), 3), 0.0, atol=1e-7)
+
+
+def test_balance_classes_changes_training_only_when_labels_are_unequal(tiny, tmp_path):
+    _, data = tiny
+    # yes,no with 10% unknown / silence: unequal shares, so the adjustment changes the weights
+    on, _ = run(tmp_path / "on", data, balance_classes=True, feature_source="cache")
+    off, _ = run(tmp_path / "off", data, balance_classes=False, feature_source="cache")
+    a = tf.train.load_checkpoint(str(on.best_checkpoint))
+    b = tf.train.load_checkpoint(str(off.best_checkpoint))
+    weights = [k for k in a.get_variable_to_shape_map() if "_trainable_variables/" in k]
+    assert weights
+    assert any(
+        not np.allclose(a.get_tensor(k), b.get_tensor(k))
+        for k in weights
+        if a.get_tensor(k).dtype.kind == "f"
+    )
