@@ -342,6 +342,89 @@ def profile_lines(pf: dict) -> list[str]:
     ]
 
 
+def history(name: str) -> list[dict]:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+REAL_DIR = "speech_commands_test_v0.02_dev"
+DEFAULT_VARIANT = "emb80_mlp"  # params.yaml's model (bench/real_speech.py VARIANTS)
+
+
+def real_speech_lines() -> list[str]:
+    """The real-speech table: newest run of every (variant, seed), mean over seeds."""
+    newest: dict[tuple[str, int], dict] = {}
+    for row in history("real_speech"):
+        if REAL_DIR in row.get("real", {}):
+            newest[(row["variant"], row["seed"])] = row
+    if not newest:
+        return ["No runs yet (`bench/real_speech.py` needs ../shared/realdata)."]
+    variants: dict[str, list[dict]] = {}
+    for (variant, _seed), row in sorted(newest.items()):
+        variants.setdefault(variant, []).append(row)
+    base = variants[DEFAULT_VARIANT][0]["overrides"] if DEFAULT_VARIANT in variants else {}
+    lines = [
+        "| variant | what differs from the default | real speech, mean | per seed | "
+        "synthetic test, mean | train wall s |",
+        "| --- | --- | ---: | --- | ---: | ---: |",
+    ]
+    order = sorted(
+        variants,
+        key=lambda v: -sum(r["real"][REAL_DIR]["accuracy"] for r in variants[v]) / len(variants[v]),
+    )
+    for v in order:
+        rows = variants[v]
+        real = [r["real"][REAL_DIR]["accuracy"] for r in rows]
+        syn = [r["synthetic_test"] for r in rows]
+        over = ", ".join(
+            f"{k}={val}"
+            for k, val in rows[0]["overrides"].items()
+            if base.get(k) != val and k not in ("data_dir", "manifest_dir")
+        )
+        name = f"**{v}** (default)" if v == DEFAULT_VARIANT else v
+        lines.append(
+            f"| {name} | {over} | {100 * sum(real) / len(real):.1f}% | "
+            + " / ".join(f"{100 * a:.1f}%" for a in real)
+            + f" | {100 * sum(syn) / len(syn):.1f}% | {max(r['wall_s'] for r in rows):.0f} |"
+        )
+    default = variants.get(DEFAULT_VARIANT)
+    if default:
+        classes = list(default[0]["real"][REAL_DIR]["per_class"])
+        lines += [
+            "",
+            f"Per class on real speech, default model ({DEFAULT_VARIANT}), per seed:",
+            "",
+            "| seed | " + " | ".join(f"`{c}`" for c in classes) + " |",
+            "| --- |" + " ---: |" * len(classes),
+        ]
+        for r in default:
+            pc = r["real"][REAL_DIR]["per_class"]
+            lines.append(
+                f"| {r['seed']} | " + " | ".join(f"{100 * pc[c]:.0f}%" for c in classes) + " |"
+            )
+    stream = latest("real_stream")
+    if stream:
+        at = stream["at_frr_10"]
+        at_text = (
+            f"{at['false_accepts_per_hour']:.1f} false accepts/hour at threshold "
+            f"{at['threshold']:.2f}"
+            if at.get("threshold") is not None
+            else "no swept threshold reaches a 10% false-reject rate"
+        )
+        lines += [
+            "",
+            f"Real-speech stream (`bench/real_stream.py`, {stream['when']}): words from "
+            f"`{Path(stream['words_dir']).name}` over `{Path(stream['noise_dir']).name}`, "
+            f"model {stream['architecture']}: **{100 * stream['keywords_correct']:.1f}%** of "
+            f"keywords correct (false-reject rate {100 * stream['false_reject_rate']:.1f}%) and "
+            f"{stream['fa_per_hour']:.1f} false accepts/hour on "
+            f"{stream['negative_hours']:.2g} h of real non-keywords at the default threshold "
+            f"{stream['threshold']}; for a 10% false-reject rate: {at_text}. Real-time factor "
+            f"{stream['real_time_factor']:.4f} (SavedModel, one embedding per hop).",
+        ]
+    return lines
+
+
 def render() -> str:
     r = {
         "pipeline": latest("pipeline_rates"),
@@ -356,6 +439,17 @@ def render() -> str:
     table, reasons = targets_table(r)
     lines = [
         BEGIN,
+        "## Real speech from synthetic training (issue 13)",
+        "",
+        "Command: `.venv/bin/python bench/real_speech.py --variants ... --seeds 0,1 --real_dir "
+        "../shared/realdata/speech_commands_test_v0.02_dev` (part of `make bench` when "
+        "../shared/realdata exists). Every model trains on the default synthetic set only (250 "
+        "espeak-ng speakers unless a variant says otherwise) and is scored on the 2,748 real "
+        "clips of the shared half of the official v0.02 test set; variants are params overrides "
+        "of params.yaml.",
+        "",
+        *real_speech_lines(),
+        "",
         "## Issue 7 targets (`make bench`)",
         "",
         f"Machine: {machine()}. Newest run: {when}"

@@ -19,6 +19,26 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests of the pipeline's machinery (training loop, resume, kills, locks, CLI, UIs) train the
+# tutorial's fast MFCC model; the default speech-embedding model has tests of its own
+# (test_speech_embedding.py, test_export.py, test_pipelines.py's run of the repo's params.yaml).
+FAST_MODEL = {
+    "features": {"preprocess": "mfcc"},
+    "train": {"model_architecture": "low_latency_conv", "feature_source": "on_the_fly"},
+    "stream": {"clip_stride_ms": 30},
+}
+FAST_FLAGS = {k: v for section in FAST_MODEL.values() for k, v in section.items()}
+
+
+def with_fast_model(body: dict) -> dict:
+    """A params body (sections) with FAST_MODEL under what it sets itself."""
+    out = {section: dict(values) for section, values in FAST_MODEL.items()}
+    for section, values in body.items():
+        out[section] = out.get(section, {}) | dict(values)
+    return out
+
+
 REALDATA = REPO.parent / "shared" / "realdata"
 
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from kws_core.cli import main
+from tests.conftest import with_fast_model
 
 
 def write_params(tmp_path: Path, **data) -> Path:
@@ -21,7 +22,7 @@ def write_params(tmp_path: Path, **data) -> Path:
         "stream": {"stream_duration_s": 20, "negative_duration_s": 30},
     }
     f = tmp_path / "params.yaml"
-    f.write_text(yaml.safe_dump(body))
+    f.write_text(yaml.safe_dump(with_fast_model(body)))
     return f
 
 

@@ -18,7 +18,9 @@ def test_repo_params_yaml_holds_every_key_with_defaults():
 
 
 def test_tutorial_defaults():
-    p = Params()
+    # The tutorial's numbers, with its MFCC front end from the tutorial profile (the default
+    # front end is the speech embedding: test_default_model_is_the_speech_embedding).
+    p = load_params(REPO / "params.yaml", profile=REPO / "profiles/tutorial.yaml")
     assert p.data.wanted_word_list == "yes no up down left right on off stop go".split()
     assert (p.data.silence_percentage, p.data.unknown_percentage) == (10, 10)
     assert (p.data.validation_percentage, p.data.testing_percentage) == (10, 10)
@@ -32,6 +34,16 @@ def test_tutorial_defaults():
         400,
         100,
     )
+
+
+def test_default_model_is_the_speech_embedding():
+    p = Params()
+    assert (p.features.preprocess, p.train.model_architecture) == ("embedding", "embedding_mlp")
+    assert p.train.feature_source == "cache" and p.train.balance_classes
+    # streams score every embedding hop, so each embedding is computed once
+    assert p.stream.clip_stride_ms % p.features.embedding_hop_ms == 0
+    mfcc = load_params(REPO / "params.yaml", profile=REPO / "profiles/mfcc_cpu.yaml")
+    assert (mfcc.features.preprocess, mfcc.train.model_architecture) == ("mfcc", "low_latency_conv")
 
 
 def test_tutorial_profile_reproduces_the_tutorial():

@@ -38,6 +38,7 @@ def dvc_repo(tmp_path):
     params["stream"].update(stream_duration_s=12, negative_duration_s=20, word_gap_ms=2000)
     params["features"].update(cache_copies=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # (the repo's default model, the speech embedding, end to end)
     build_tiny_dataset(repo / params["data"]["data_dir"], ["yes", "no", "cat"], 100)
     run(["git", "init", "-q"], repo, env)
     run(["git", "config", "user.email", "ci@example.com"], repo, env)
@@ -63,7 +64,8 @@ def test_dvc_repro_runs_every_stage_and_is_then_up_to_date(dvc_repo):
     out = run(["dvc", "repro"], repo, env).stdout
     for stage in STAGES:
         assert f"Running stage '{stage}'" in out
-    assert (repo / "results/speech_commands_train/low_latency_conv.ckpt-best.index").exists()
+    arch = yaml.safe_load((repo / "params.yaml").read_text())["train"]["model_architecture"]
+    assert (repo / f"results/speech_commands_train/{arch}.ckpt-best.index").exists()
     assert (repo / "results/manifest/manifest.parquet").exists()
     assert (repo / "results/manifest/data_docs/index.html").exists()
     assert (repo / "results/frozen/model/model_int8.tflite").exists()

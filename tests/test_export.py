@@ -16,7 +16,7 @@ from kws_core.features import FeatureSpec
 from kws_core.input_data import AudioProcessor
 from kws_core.manifest import build_manifest
 from kws_core.train import evaluate_features, train
-from tests.conftest import build_tiny_dataset
+from tests.conftest import FAST_FLAGS, build_tiny_dataset
 from tests.test_train import learned_params, params_for
 
 WORDS = ["yes", "no", "cat", "dog"]
@@ -180,6 +180,9 @@ def test_cli_freeze_prints_every_file_with_its_size(pcm_export, tmp_path):
             "representative_examples": 20,
             "manifest_dir": str(tmp_path / "manifest"),
         }.items()
+    ] + [
+        f"--{k}={v}"
+        for k, v in FAST_FLAGS.items()  # the fixture's model
     ]
     subprocess.run(
         [sys.executable, "-m", "kws_core.cli", "manifest", "--no-progress", *flags],

@@ -18,6 +18,7 @@ from kws_core.feature_cache import (
 from kws_core.features import FeatureSpec, compute_features
 from kws_core.input_data import AudioProcessor
 from kws_core.manifest import build_manifest
+from tests.conftest import FAST_FLAGS
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def params(root, **over):
         "summaries_dir": str(root / "logs"),
         "reports_dir": str(root / "reports"),
     }
-    return load_params(None, base | over)
+    return load_params(None, FAST_FLAGS | base | over)
 
 
 @pytest.fixture(scope="module")

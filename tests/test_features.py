@@ -54,7 +54,7 @@ def _has_micro() -> bool:
 
 # ---- spec arithmetic ------------------------------------------------------------------------
 def test_default_spec_matches_prepare_model_settings():
-    spec = FeatureSpec.from_params(load_params(None))
+    spec = FeatureSpec.from_params(load_params(None, {"preprocess": "mfcc"}))
     assert spec == FeatureSpec()
     assert spec.desired_samples == 16000
     assert spec.window_size_samples == 480
@@ -141,7 +141,7 @@ def test_bad_settings_raise_config_error_naming_the_key(kwargs, key):
 
 
 def test_window_longer_than_clip_from_params():
-    params = load_params(None, overrides={"window_size_ms": 1500.0})
+    params = load_params(None, overrides={"window_size_ms": 1500.0, "preprocess": "mfcc"})
     with pytest.raises(ConfigError, match=r"^features\.window_size_ms: .*data\.clip_duration_ms"):
         FeatureSpec.from_params(params)
 

@@ -26,6 +26,7 @@ TUTORIAL = [
     "tiny_embedding_conv",
 ]
 MODERN = ["ds_cnn", "bc_resnet"]
+EMBEDDING_HEADS = ["embedding_mlp", "embedding_conv"]  # over the speech-embedding front end
 # Tutorial defaults: 1 s at 16 kHz, 30 ms windows every 10 ms -> 1 + (16000 - 480) // 160 = 98
 # frames of 40 MFCC bins; 12 labels = 10 words + _silence_ + _unknown_.
 DEFAULT = ModelSettings(spectrogram_length=98, fingerprint_width=40, label_count=12)
@@ -124,7 +125,7 @@ def randomize(model: keras.Model, seed: int = 0) -> None:
 
 
 def test_registry_lists_every_architecture_once():
-    assert model_names() == TUTORIAL + MODERN
+    assert model_names() == TUTORIAL + MODERN + EMBEDDING_HEADS
     assert list(MODELS) == model_names()
     for name, builder in MODELS.items():
         assert builder.__module__ == f"kws_core.models.{name}"

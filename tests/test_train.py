@@ -14,6 +14,7 @@ from kws_core.errors import ConfigError, KwsError
 from kws_core.manifest import build_manifest
 from kws_core.models import model_names
 from kws_core.train import NanError, piecewise_rate, train
+from tests.conftest import FAST_FLAGS
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def params_for(root, **over):
         "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
         "cache_dir": str(root / "features"),
     }
-    return load_params(None, base | over)
+    return load_params(None, FAST_FLAGS | base | over)
 
 
 def learned_params(root, **over):

@@ -27,7 +27,7 @@ import tensorflow as tf
 import yaml
 
 from kws_core.checkpoints import CheckpointManager
-from tests.conftest import build_tiny_dataset
+from tests.conftest import build_tiny_dataset, with_fast_model
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,7 +63,7 @@ def project(root: Path, **sections) -> Path:
     for section, values in sections.items():
         body.setdefault(section, {}).update(values)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(body))
+    (root / "params.yaml").write_text(yaml.safe_dump(with_fast_model(body)))
     return root
 
 

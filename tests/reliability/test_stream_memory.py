@@ -8,18 +8,22 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from kws_core.config import load_params
 from kws_core.errors import KwsError
 from kws_core.export import export_untrained
 from kws_core.exported import ExportedModel
 from kws_core.streaming.recognize import RecognizeCommands
 from kws_core.streaming.run import CHUNK, BlockScorer, score_stream, score_stream_blocks
+from tests.conftest import FAST_FLAGS
 
 RATE = 16000
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> ExportedModel:
-    return ExportedModel.load(export_untrained(tmp_path_factory.mktemp("untrained")))
+    # the MFCC model: these strides (30 ms ...) are whole hops of its 10 ms frames
+    params = load_params(None, FAST_FLAGS)
+    return ExportedModel.load(export_untrained(tmp_path_factory.mktemp("untrained"), params))
 
 
 def noise(seconds: float, seed: int = 0) -> np.ndarray:

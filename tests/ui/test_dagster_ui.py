@@ -22,11 +22,13 @@ from tests.ui.conftest import REPO, free_port, venv_bin
 ASSETS = sorted(ASSET_KEYS)
 TINY_PARAMS = """\
 data: {data_url: "", data_dir: data, wanted_words: "yes,no", manifest_dir: results/manifest}
+features: {preprocess: mfcc}
 train:
-  {how_many_training_steps: "6,2", batch_size: 16, eval_step_interval: 4, save_step_interval: 4}
+  {how_many_training_steps: "6,2", batch_size: 16, eval_step_interval: 4, save_step_interval: 4,
+   model_architecture: low_latency_conv, feature_source: on_the_fly}
 export: {representative_examples: 20}
-stream: {stream_duration_s: 20, negative_duration_s: 30, word_gap_ms: 2000}
-"""
+stream: {stream_duration_s: 20, negative_duration_s: 30, word_gap_ms: 2000, clip_stride_ms: 30}
+"""  # the fast model of tests/conftest.py's FAST_MODEL
 RUN_TIMEOUT_S = 8 * 60
 DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 
