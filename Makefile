@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRA ?= cpu,dev
 DAGSTER_HOME_DIR := $(CURDIR)/results/dagster_home
+# Real Speech Commands clips for the real-speech benchmarks (evaluation only; never trained on).
+REALDATA ?= ../shared/realdata
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
@@ -38,7 +40,7 @@ ui: $(STAMP)
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --default-artifact-root results/mlartifacts -h 127.0.0.1 -p 5000
 
-# Benchmarks (not tests, ~35 min): each prints one summary line and appends to
+# Benchmarks (not tests, ~50 min): each prints one summary line and appends to
 # bench/results/<name>.json; bench/report.py then rewrites the generated part of BENCHMARKS.md.
 # pipeline_rates, profile_ops and train_speed use the data of `make run` (made first if missing).
 bench: $(STAMP)
@@ -51,6 +53,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/export_latency.py --archs low_latency_conv --runs 300 --stream_s 120
 	$(BIN)/python bench/scaling.py --scales 1,3,10
 	$(BIN)/python bench/soak.py --hours 2
+	$(BIN)/pip install -q -c constraints.txt -e ".[$(EXTRA),bench]"
+	$(BIN)/python bench/heldout_voices.py --out results/bench_real/heldout_piper
+	@if [ -d $(REALDATA)/speech_commands_test_v0.02_dev ]; then \
+	  $(BIN)/python bench/real_speech.py --seeds 0,1 --real_dir $(REALDATA)/speech_commands_test_v0.02_dev \
+	    --real_dir results/bench_real/heldout_piper \
+	    --variants mfcc_llc,emb80_mlp,emb40_mlp,emb80_conv,emb80_mlp_c16,emb80_mlp_spk1000,emb80_mlp_noaug,emb80_mlp_unk50,emb80_mlp_unk50_nobal && \
+	  $(BIN)/python bench/real_stream.py --words_dir $(REALDATA)/speech_commands_test_v0.02_dev \
+	    --noise_dir $(REALDATA)/_background_noise_; \
+	else echo "bench: $(REALDATA) is absent; real-speech benchmarks skipped"; fi
 	$(BIN)/python bench/report.py
 
 # Every architecture's accuracy and speed at a fixed step budget (slow: conv alone ~15 min).

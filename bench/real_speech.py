@@ -14,6 +14,7 @@ params.yaml describes (the default synthetic set after `make run`).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from kws_core.config import load_params
 from kws_core.manifest import load_manifest
 from kws_core.steps import dataset_step, manifest_path, manifest_step
 
+# The earlier CPU default (profiles/mfcc_cpu.yaml).
 _MFCC = {
     "preprocess": "mfcc",
     "feature_source": "on_the_fly",
@@ -30,13 +32,7 @@ _MFCC = {
     "how_many_training_steps": "4000,1000",
     "learning_rate": "0.001,0.0001",
 }
-_EMB = {
-    "preprocess": "embedding",
-    "feature_source": "cache",
-    "how_many_training_steps": "2000,500",
-    "learning_rate": "0.001,0.0001",
-    "eval_step_interval": 500,
-}
+_EMB = {"preprocess": "embedding", "feature_source": "cache"}  # params.yaml's defaults
 VARIANTS: dict[str, dict] = {
     "mfcc_llc": _MFCC,
     "emb80_mlp": _EMB | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp"},
@@ -88,12 +84,19 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--real_dir", action="append", default=[])
     ap.add_argument("--out", default="bench/results/real_speech.json")
+    ap.add_argument(
+        "--score_only",
+        action="store_true",
+        help="score the checkpoints an earlier run left in results/bench_real (e.g. on a new "
+        "--real_dir) instead of training again",
+    )
     args = ap.parse_args()
 
     from kws_core.evaluate import evaluate_dir
     from kws_core.train import train
 
     real_dirs = [Path(d) for d in args.real_dir if Path(d).is_dir()]
+    out = Path(args.out)
     for variant in args.variants.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
             base = f"results/bench_real/{variant}-s{seed}"
@@ -106,27 +109,48 @@ def main() -> None:
                 "cache_dir": "results/bench_real/features",
             }
             params = load_params(args.params, over)
-            if not manifest_path(params).exists():  # a variant with its own data set
-                dataset_step(params, progress=False)
-                manifest_step(params, progress=False)
-            manifest = load_manifest(manifest_path(params))
-            t0 = time.perf_counter()
-            res = train(
-                params,
-                manifest,
-                params.resolve(params.data.data_dir),
-                progress=False,
-                log=lambda _m: None,
-                track=False,
-            )
+            if args.score_only:
+                done = params.resolve(params.train.reports_dir) / "metrics.json"
+                if not done.exists():
+                    print(f"skip: {variant} seed {seed} has no finished run in {base}")
+                    continue
+                metrics = json.loads(done.read_text())
+                test_acc, seconds = metrics["test_accuracy"], metrics["seconds"]
+                weights = metrics["params_count"]
+                # the run that trained it: its overrides and time stand for this row
+                trained = [
+                    r
+                    for r in (json.loads(out.read_text()) if out.exists() else [])
+                    if (r["variant"], r["seed"]) == (variant, seed) and not r.get("scored_only")
+                ]
+                wall = trained[-1]["wall_s"] if trained else 0.0
+                overrides = trained[-1]["overrides"] if trained else VARIANTS[variant]
+            else:
+                if not manifest_path(params).exists():  # a variant with its own data set
+                    dataset_step(params, progress=False)
+                    manifest_step(params, progress=False)
+                manifest = load_manifest(manifest_path(params))
+                t0 = time.perf_counter()
+                res = train(
+                    params,
+                    manifest,
+                    params.resolve(params.data.data_dir),
+                    progress=False,
+                    log=lambda _m: None,
+                    track=False,
+                )
+                test_acc, seconds = res.test_accuracy, res.seconds
+                wall, weights = time.perf_counter() - t0, res.params_count
+                overrides = VARIANTS[variant]
             row = {
                 "variant": variant,
                 "seed": seed,
-                "overrides": VARIANTS[variant],
-                "synthetic_test": round(res.test_accuracy, 4),
-                "train_s": round(res.seconds, 1),
-                "wall_s": round(time.perf_counter() - t0, 1),
-                "params": res.params_count,
+                "overrides": overrides,
+                "synthetic_test": round(test_acc, 4),
+                "train_s": round(seconds, 1),
+                "wall_s": round(wall, 1),
+                "params": weights,
+                "scored_only": args.score_only,
                 "real": {},
             }
             for d in real_dirs:
@@ -136,11 +160,11 @@ def main() -> None:
                     "n": ev.n,
                     "per_class": {k: round(v, 4) for k, v in ev.per_label.items()},
                 }
-            append_run(Path(args.out), **row)
+            append_run(out, **row)
             real = " ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in row["real"].items())
             print(
                 f"summary: {variant} seed {seed}: synthetic test "
-                f"{100 * res.test_accuracy:.1f}%, real {real or '-'}, {row['wall_s']} s",
+                f"{100 * test_acc:.1f}%, real {real or '-'}, {row['wall_s']} s",
                 flush=True,
             )
 

@@ -348,7 +348,22 @@ def history(name: str) -> list[dict]:
 
 
 REAL_DIR = "speech_commands_test_v0.02_dev"
+HELDOUT_DIR = "heldout_piper"  # bench/heldout_voices.py: a synthetic voice family never trained on
 DEFAULT_VARIANT = "emb80_mlp"  # params.yaml's model (bench/real_speech.py VARIANTS)
+
+
+def default_values() -> dict:
+    """params.yaml's defaults by flag name (what a variant's overrides are compared with)."""
+    from kws_core.config import LEAF_KEYS, Params
+
+    out = {}
+    dump = Params().model_dump()
+    for name, path in LEAF_KEYS.items():
+        node = dump
+        for part in path:
+            node = node[part]
+        out[name] = node
+    return out
 
 
 def real_speech_lines() -> list[str]:
@@ -362,12 +377,13 @@ def real_speech_lines() -> list[str]:
     variants: dict[str, list[dict]] = {}
     for (variant, _seed), row in sorted(newest.items()):
         variants.setdefault(variant, []).append(row)
-    base = variants[DEFAULT_VARIANT][0]["overrides"] if DEFAULT_VARIANT in variants else {}
+    base = default_values()
     lines = [
         "| variant | what differs from the default | real speech, mean | per seed | "
-        "synthetic test, mean | train wall s |",
-        "| --- | --- | ---: | --- | ---: | ---: |",
+        "held-out voices (Piper), mean | synthetic test, mean | train wall s |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: |",
     ]
+    pairs = []  # (held-out, real) per variant, for how well the stand-in predicts real speech
     order = sorted(
         variants,
         key=lambda v: -sum(r["real"][REAL_DIR]["accuracy"] for r in variants[v]) / len(variants[v]),
@@ -381,12 +397,28 @@ def real_speech_lines() -> list[str]:
             for k, val in rows[0]["overrides"].items()
             if base.get(k) != val and k not in ("data_dir", "manifest_dir")
         )
+        held = [r["real"][HELDOUT_DIR]["accuracy"] for r in rows if HELDOUT_DIR in r["real"]]
+        held_text = f"{100 * sum(held) / len(held):.1f}%" if held else "-"
+        if held:
+            pairs.append((sum(held) / len(held), sum(real) / len(real)))
         name = f"**{v}** (default)" if v == DEFAULT_VARIANT else v
         lines.append(
             f"| {name} | {over} | {100 * sum(real) / len(real):.1f}% | "
             + " / ".join(f"{100 * a:.1f}%" for a in real)
-            + f" | {100 * sum(syn) / len(syn):.1f}% | {max(r['wall_s'] for r in rows):.0f} |"
+            + f" | {held_text} | {100 * sum(syn) / len(syn):.1f}% | "
+            f"{max(r['wall_s'] for r in rows):.0f} |"
         )
+    if len(pairs) >= 3:
+        import numpy as np
+
+        h, r = np.array(pairs).T
+        corr = float(np.corrcoef(h, r)[0, 1])
+        lines += [
+            "",
+            f"The held-out voice family against real speech over {len(pairs)} variants: "
+            f"Pearson r = {corr:.2f}; real speech is on average "
+            f"{100 * float(np.mean(r - h)):+.1f} points from it.",
+        ]
     default = variants.get(DEFAULT_VARIANT)
     if default:
         classes = list(default[0]["real"][REAL_DIR]["per_class"])
