@@ -72,6 +72,19 @@ VARIANTS: dict[str, dict] = {
     "emb80_mlp_unk50_nobal": _EMB
     | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "balance_classes": False}
     | {"unknown_percentage": 50, "manifest_dir": "results/bench_real/manifest_unk50"},
+    "emb80_mlp_long": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp"}
+    | {"how_many_training_steps": "8000,2000"},
+    "emb80_mlp_short": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp"}
+    | {"how_many_training_steps": "1000,250"},
+    "emb80_mlp_vshort": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp"}
+    | {"how_many_training_steps": "400,100", "eval_step_interval": 100},
+    "emb80_mlp_shift200": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "time_shift_ms": 200.0},
+    "emb80_mlp_bg100": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "background_frequency": 1.0},
     "emb80_mlp_loud": _EMB
     | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "background_volume": 0.3},
 }
