@@ -85,6 +85,23 @@ VARIANTS: dict[str, dict] = {
     | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "time_shift_ms": 200.0},
     "emb80_mlp_bg100": _EMB
     | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "background_frequency": 1.0},
+    # + 60 (200) Piper `joe` speakers x 35 words (bench/heldout_voices.py --seed 1 (2)
+    # --keyword_speakers 60 --other_speakers 60 (200), copied into a copy of the default set):
+    # Piper is then no longer held out, so these rows have no held-out score.
+    "emb80_mlp_piper60": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp"}
+    | {
+        "data_url": "",
+        "data_dir": "results/bench_real/data_piper",
+        "manifest_dir": "results/bench_real/manifest_piper",
+    },
+    "emb80_mlp_piper200": _EMB
+    | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp"}
+    | {
+        "data_url": "",
+        "data_dir": "results/bench_real/data_piper200",
+        "manifest_dir": "results/bench_real/manifest_piper200",
+    },
     "emb80_mlp_loud": _EMB
     | {"embedding_hop_ms": 80, "model_architecture": "embedding_mlp", "background_volume": 0.3},
 }

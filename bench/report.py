@@ -395,7 +395,7 @@ def real_speech_lines() -> list[str]:
         over = ", ".join(
             f"{k}={val}"
             for k, val in rows[0]["overrides"].items()
-            if base.get(k) != val and k not in ("data_dir", "manifest_dir")
+            if base.get(k) != val and k != "manifest_dir"
         )
         held = [r["real"][HELDOUT_DIR]["accuracy"] for r in rows if HELDOUT_DIR in r["real"]]
         held_text = f"{100 * sum(held) / len(held):.1f}%" if held else "-"
