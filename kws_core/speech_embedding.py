@@ -68,20 +68,26 @@ def resource_path(name: str) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def onnx_weights(name: str) -> dict[str, np.ndarray]:
-    """Initializers of ONNX file `name` as read-only arrays (name -> array)."""
+def _onnx_graph(name: str):
+    """The graph of ONNX file `name` (read once), or a one-line KwsError."""
     import onnx
-    from onnx import numpy_helper
 
     path = resource_path(name)
     try:
-        graph = onnx.load(str(path)).graph
+        return onnx.load(str(path)).graph
     except Exception as e:  # a damaged install: DecodeError, OSError
         raise KwsError(
             f"speech embedding: cannot read {path} ({type(e).__name__}); reinstall {WHEEL}"
         ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def onnx_weights(name: str) -> dict[str, np.ndarray]:
+    """Initializers of ONNX file `name` as read-only arrays (name -> array)."""
+    from onnx import numpy_helper
+
     out = {}
-    for init in graph.initializer:
+    for init in _onnx_graph(name).initializer:
         a = numpy_helper.to_array(init).copy()
         a.setflags(write=False)
         out[init.name] = a
@@ -92,7 +98,7 @@ def _conv_layers() -> list[dict[str, Any]]:
     """The embedding graph's convolutions and pools in order, read from the ONNX nodes."""
     import onnx
 
-    graph = onnx.load(str(resource_path(EMBEDDING_FILE))).graph
+    graph = _onnx_graph(EMBEDDING_FILE)
     steps = []
     for node in graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
