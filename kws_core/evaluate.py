@@ -15,10 +15,11 @@ import numpy as np
 
 from kws_core.audio import WavError, read_wav
 from kws_core.checkpoints import resolve_checkpoint, restore
-from kws_core.config import BACKGROUND_NOISE_DIR, UNKNOWN_LABEL, Params
+from kws_core.config import Params
 from kws_core.errors import ConfigError, DataError
 from kws_core.features import FeatureSpec
 from kws_core.input_data import features_of, fit_length
+from kws_core.labels import labelled_clips
 from kws_core.models import build_model
 from kws_core.plots import confusion_matrix, format_confusion, plot_confusion
 
@@ -58,18 +59,14 @@ def load_test_dir(test_dir: Path, labels: list[str], spec: FeatureSpec):
         raise DataError(f"test_dir {test_dir} is not a folder (expected one sub-folder per label)")
     index = {label: i for i, label in enumerate(labels)}
     audio, truth, skipped = [], [], []
-    for folder in sorted(p for p in test_dir.iterdir() if p.is_dir()):
-        if folder.name == BACKGROUND_NOISE_DIR:
+    for f, label in labelled_clips(test_dir, labels):
+        try:
+            x = read_wav(f, spec.sample_rate)
+        except (WavError, OSError) as e:
+            skipped.append((str(f), str(e)))
             continue
-        label = folder.name if folder.name in index else UNKNOWN_LABEL
-        for f in sorted(folder.glob("*.wav")):
-            try:
-                x = read_wav(f, spec.sample_rate)
-            except (WavError, OSError) as e:
-                skipped.append((str(f), str(e)))
-                continue
-            audio.append(fit_length(x, spec.desired_samples))
-            truth.append(index[label])
+        audio.append(fit_length(x, spec.desired_samples))
+        truth.append(index[label])
     if not audio:
         raise DataError(f"test_dir {test_dir} holds no readable <label>/*.wav files")
     return np.stack(audio).astype(np.float32), np.array(truth), skipped

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kws_core.atomic import atomic_write_text
-from kws_core.config import SILENCE_LABEL, UNKNOWN_LABEL
+from kws_core.config import BACKGROUND_NOISE_DIR, SILENCE_LABEL, UNKNOWN_LABEL
 from kws_core.errors import DataError
 
 
@@ -33,3 +33,18 @@ def read_labels(path: str | Path) -> list[str]:
     if len(labels) < 2:
         raise DataError(f"labels file {p} has {len(labels)} labels; expected one per line")
     return labels
+
+
+def labelled_clips(folder: Path, labels: list[str]) -> list[tuple[Path, str]]:
+    """(wav path, label) of a labelled folder: the official test-set layout (one folder per
+    label, `_silence_` and `_unknown_` included) or the tutorial's (one folder per word plus
+    `_background_noise_`, which is skipped). A folder whose name is not in `labels` counts as
+    `_unknown_` (the tutorial's rule). Sorted, so the order never depends on the file system.
+    """
+    out = []
+    for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        if sub.name == BACKGROUND_NOISE_DIR:
+            continue
+        label = sub.name if sub.name in labels else UNKNOWN_LABEL
+        out.extend((f, label) for f in sorted(sub.glob("*.wav")))
+    return out

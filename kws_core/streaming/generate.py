@@ -35,8 +35,9 @@ import pandas as pd
 
 from kws_core.atomic import atomic_path
 from kws_core.audio import WavError, read_wav, write_wav
-from kws_core.config import BACKGROUND_NOISE_DIR, SILENCE_LABEL, UNKNOWN_LABEL
+from kws_core.config import SILENCE_LABEL, UNKNOWN_LABEL
 from kws_core.errors import DataError, KwsError
+from kws_core.labels import labelled_clips
 from kws_core.streaming.score import Truth, write_ground_truth
 
 JITTER = 0.2  # word time jitter, share of word_gap_ms either side of the slot centre
@@ -72,15 +73,13 @@ def folder_manifest(folder: Path, wanted_words: Sequence[str]) -> pd.DataFrame:
     if not folder.is_dir():
         raise DataError(f"stream.words_dir: {folder} is not a folder of <label>/*.wav clips")
     rows = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if sub.name in (SILENCE_LABEL, BACKGROUND_NOISE_DIR):
-            continue
-        label = sub.name if sub.name in wanted_words else UNKNOWN_LABEL
-        for f in sorted(sub.glob("*.wav")):
-            rel = f.relative_to(folder).as_posix()
-            # Which files and how big: a changed folder gives a new stream (no audio read here).
-            sha1 = hashlib.sha1(f"{rel}:{f.stat().st_size}".encode()).hexdigest()
-            rows.append({"path": rel, "label": label, "partition": "testing", "sha1": sha1})
+    for f, label in labelled_clips(folder, [*wanted_words, SILENCE_LABEL]):
+        if label == SILENCE_LABEL:
+            continue  # silence is the background noise's job
+        rel = f.relative_to(folder).as_posix()
+        # Which files and how big: a changed folder gives a new stream (no audio read here).
+        sha1 = hashlib.sha1(f"{rel}:{f.stat().st_size}".encode()).hexdigest()
+        rows.append({"path": rel, "label": label, "partition": "testing", "sha1": sha1})
     if not rows:
         raise DataError(f"stream.words_dir: {folder} holds no <label>/*.wav clips")
     return pd.DataFrame(rows)
