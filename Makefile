@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRA ?= cpu,dev
+EXTRA ?= cpu,dev,voices
 DAGSTER_HOME_DIR := $(CURDIR)/results/dagster_home
 # Real Speech Commands clips for the real-speech benchmarks (evaluation only; never trained on).
 REALDATA ?= ../shared/realdata
@@ -76,7 +76,7 @@ lint: $(STAMP)
 # Re-resolve and write constraints.txt (after changing pins in pyproject.toml).
 lock:
 	$(PY) -m venv /tmp/kws-lock-venv && /tmp/kws-lock-venv/bin/pip install -q --upgrade pip
-	/tmp/kws-lock-venv/bin/pip install -q --dry-run --ignore-installed --report /tmp/kws-lock.json -e ".[cpu,dev]"
+	/tmp/kws-lock-venv/bin/pip install -q --dry-run --ignore-installed --report /tmp/kws-lock.json -e ".[cpu,dev,voices]"
 	$(PY) tools/write_constraints.py /tmp/kws-lock.json constraints.txt
 
 clean:

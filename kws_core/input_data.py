@@ -86,6 +86,11 @@ class AudioProcessor:
         self.seed = seed
         self.data_dir = data_dir
         self._mix = None
+        self._chain = None
+        if augment.recording_chain:
+            from kws_core.recording import RecordingChain
+
+            self._chain = RecordingChain(augment, spec.sample_rate, seed)
         self.index = {label: i for i, label in enumerate(labels)}
         n = spec.desired_samples
         self.background = load_background(data_dir, spec.sample_rate, n)
@@ -172,12 +177,29 @@ class AudioProcessor:
         """step -> (augmented float audio [batch, samples], labels), keyed by (seed, step)."""
         count = len(self.sets["training"])
         seed = self.seed
-        mix = self._mix_fn()
+        mix, mix_audio = self._mix_fn()
+        chain = self._chain
+        train = self.sets["training"]
+        n = self.spec.desired_samples
+
+        def before(idx: np.ndarray, step: np.int64) -> np.ndarray:
+            keys = [("step", int(step), k) for k in range(len(idx))]
+            return chain.before_noise(train.audio[idx].astype(np.float32) / 32768.0, keys)
+
+        def after(x: np.ndarray, step: np.int64) -> np.ndarray:
+            return chain.after_noise(x, [("step", int(step), k) for k in range(len(x))])
 
         def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             keys = [tf.stack([tf.constant(seed, tf.int64), step * 8 + k]) for k in range(8)]
             idx = tf.random.stateless_uniform([batch_size], keys[0], 0, count, tf.int64)
-            return mix(idx, self._draws(keys, batch_size))
+            draws = self._draws(keys, batch_size)
+            if chain is None:
+                return mix(idx, draws)
+            x = tf.numpy_function(before, [idx, step], tf.float32, stateful=False)
+            x = tf.ensure_shape(x, [batch_size, n])
+            x, y = mix_audio(x, tf.gather(train.labels, idx), draws)
+            x = tf.numpy_function(after, [x, step], tf.float32, stateful=False)
+            return tf.ensure_shape(x, [batch_size, n]), y
 
         return make_batch
 
@@ -190,12 +212,20 @@ class AudioProcessor:
         """
         if self._mix is None:
             self._mix = self._mix_fn()
-        count = len(self.sets["training"])
+        mix, mix_audio = self._mix
+        train = self.sets["training"]
+        count = len(train)
         base = COPY_KEY_BASE - 8 * int(copy)
         keys = [tf.constant([self.seed, base - k], tf.int64) for k in range(8)]
-        idx = tf.constant(np.asarray(indices, np.int64))
+        indices = np.asarray(indices, np.int64)
+        idx = tf.constant(indices)
         draws = {k: tf.gather(v, idx) for k, v in self._draws(keys, count).items()}
-        return self._mix(idx, draws)
+        if self._chain is None:
+            return mix(idx, draws)
+        clip_keys = [("copy", int(copy), int(i)) for i in indices]
+        x = self._chain.before_noise(train.audio[indices].astype(np.float32) / 32768.0, clip_keys)
+        x, y = mix_audio(tf.constant(x), tf.constant(train.labels[indices]), draws)
+        return tf.constant(self._chain.after_noise(x.numpy(), clip_keys)), y
 
     def _draws(self, keys: list[tf.Tensor], size: int) -> dict[str, tf.Tensor]:
         """The per-clip random numbers of the augmentation, `size` of each, from keys[1:6]."""
@@ -212,10 +242,13 @@ class AudioProcessor:
             out["offset"] = tf.random.stateless_uniform([size], keys[3])
             out["use"] = tf.random.stateless_uniform([size], keys[4])
             out["volume"] = tf.random.stateless_uniform([size], keys[5])
+            if self.augment.noise_snr_db:
+                out["snr"] = tf.random.stateless_uniform([size], keys[6])
         return out
 
     def _mix_fn(self):
-        """(training row indices, draws) -> (augmented float audio, labels)."""
+        """Two jitted functions: (training row indices, draws) -> (augmented audio, labels), and
+        the same from (float audio, labels, draws) for audio the recording chain changed first."""
         train = self.sets["training"]
         spec, aug = self.spec, self.augment
         n = spec.desired_samples
@@ -229,9 +262,9 @@ class AudioProcessor:
             noise_start = tf.constant(starts, tf.int64)
             noise_room = tf.constant([len(b) - n for b in self.background], tf.int64)
 
-        def mix(idx: tf.Tensor, draws: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-            x = tf.cast(tf.gather(audio, idx), tf.float32) / 32768.0
-            y = tf.gather(labels, idx)
+        snr = aug.pair("noise_snr_db")
+
+        def mix_audio(x: tf.Tensor, y: tf.Tensor, draws: dict[str, tf.Tensor]):
             if shift_max > 0:
                 shift = draws["shift"]
                 padded = tf.pad(x, [[0, 0], [shift_max, shift_max]])
@@ -250,14 +283,25 @@ class AudioProcessor:
                 use = draws["use"] < aug.background_frequency
                 use = tf.logical_or(use, is_silence)
                 volume = draws["volume"] * aug.background_volume
+                if snr is not None:
+                    # Word clips: noise at an SNR against the clip's level; silence keeps volume.
+                    db = snr[0] + draws["snr"] * (snr[1] - snr[0])
+                    speech = tf.sqrt(tf.reduce_mean(tf.square(x), axis=1))
+                    noise_rms = tf.sqrt(tf.reduce_mean(tf.square(bg), axis=1)) + 1e-9
+                    by_snr = speech / (noise_rms * tf.pow(10.0, db / 20.0))
+                    volume = tf.where(is_silence | (speech <= 0), volume, by_snr)
                 volume = tf.where(use, volume, 0.0)
                 x = tf.clip_by_value(x + bg * volume[:, None], -1.0, 1.0)
             return x, y
 
+        def mix(idx: tf.Tensor, draws: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+            x = tf.cast(tf.gather(audio, idx), tf.float32) / 32768.0
+            return mix_audio(x, tf.gather(labels, idx), draws)
+
         # XLA turns the two [batch, samples] element gathers into contiguous copies: 7x faster
         # than TensorFlow's GatherV2 kernels, which were the input pipeline's hot spot
         # (bench/profile_ops.py). The random draws stay outside: XLA's RNG differs.
-        return tf.function(mix, jit_compile=True)
+        return tf.function(mix, jit_compile=True), tf.function(mix_audio, jit_compile=True)
 
     def feature_stats(self, batch_size: int, batches: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """Per-bin mean and std of augmented training features (what the model will see)."""

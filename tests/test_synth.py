@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -75,6 +76,11 @@ def test_report(dataset):
     assert report.n_speakers == N_SPEAKERS
     assert list(report.words) == WORDS
     assert report.seconds > 0
+    assert report.rejected == 0
+    # the quality table: one row per voice, every generated clip kept
+    table = pd.read_csv(out / "quality.csv")
+    assert table["generated"].sum() == report.n_clips == table["kept"].sum()
+    assert set(table["family"]) == {"espeak"}
 
 
 def test_layout_and_naming(dataset):
@@ -84,6 +90,7 @@ def test_layout_and_naming(dataset):
     assert {p.name for p in out.iterdir() if p.is_file()} == {
         "README.md",
         "speakers.csv",
+        "quality.csv",
     }
     with open(out / "speakers.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -425,3 +432,80 @@ def test_speech_commands_words():
     assert SPEECH_COMMANDS_WORDS[:4] == ("yes", "no", "up", "down")
     assert SPEECH_COMMANDS_WORDS[-5:] == ("backward", "forward", "follow", "learn", "visual")
     assert len(set(SPEECH_COMMANDS_WORDS)) == 35
+
+
+# -- quality gate ---------------------------------------------------------------------------------
+def _word(n: int = 8000, tail: float = 0.0) -> np.ndarray:
+    t = np.arange(n) / 16000
+    y = 0.5 * np.sin(2 * np.pi * 200 * t) * np.hanning(n)
+    if tail:
+        y[-200:] = tail * np.sin(2 * np.pi * 200 * t[-200:])
+    return y.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "y,reason",
+    [
+        (np.zeros(0, np.float32), "empty"),
+        (np.full(4000, 1e-6, np.float32), "empty"),
+        (np.clip(4 * _word(), -1, 1), "clipped"),
+        (_word(16000 * 2), "too_long"),
+        (_word(tail=0.5), "cut_off"),
+        (_word(), None),
+        (_word(15000), None),  # sped up a little to fit, not refused
+    ],
+)
+def test_quality_problem(y, reason):
+    assert synth_dataset.quality_problem(y, 16000, 16000) == reason
+
+
+def test_quality_gate_drops_bad_clips_and_counts_them_per_voice(tmp_path, monkeypatch):
+    real = synth_dataset.synthesize_espeak
+
+    def sometimes_broken(engine, speaker, word, rng, sample_rate):
+        y = real(engine, speaker, word, rng, sample_rate)
+        return np.zeros(0, np.float32) if word == "no" and speaker.variant.startswith("f") else y
+
+    monkeypatch.setattr(synth_dataset, "synthesize_espeak", sometimes_broken)
+    report = generate_synthetic_dataset(
+        tmp_path / "d", words=["yes", "no"], speakers=6, workers=1, noise_duration_s=1,
+        progress=False,
+    )  # fmt: skip
+    table = pd.read_csv(tmp_path / "d" / "quality.csv")
+    female = table["voice"].str.contains(r"\+f")
+    assert report.rejected == table["empty"].sum() == int(female.sum()) > 0
+    assert (table.loc[female, "rejected_pct"] == 50.0).all()
+    assert len(list((tmp_path / "d" / "no").glob("*.wav"))) == 6 - report.rejected
+    assert report.n_clips == 12 - report.rejected
+    readme = (tmp_path / "d/README.md").read_text()
+    assert "rejected as empty, clipped, too long or cut off" in readme
+
+
+def test_dialect_filter():
+    speakers = make_speakers(12, 0, dialects=["en-029", "en-us"])
+    assert {s.dialect for s in speakers} == {"en-029", "en-us"}
+    with pytest.raises(KwsError, match="no English dialect 'en-xx'"):
+        make_speakers(3, 0, dialects=["en-xx"])
+
+
+def test_piper_speakers_are_reproducible_and_vary(tmp_path):
+    pytest.importorskip("piper", reason="the voices extra (piper-tts) is not installed")
+    from kws_core.synth.piper import make_piper_speakers
+
+    speakers = make_piper_speakers(3, 0)
+    assert speakers == make_piper_speakers(5, 0)[:3] and len({s.id for s in speakers}) == 3
+    assert len({s.speed for s in speakers}) == 3
+    kw = dict(words=["yes", "stop"], speakers=1, piper_speakers=2, noise_duration_s=1)
+    a = generate_synthetic_dataset(tmp_path / "a", workers=2, progress=False, **kw)
+    b = generate_synthetic_dataset(tmp_path / "b", workers=1, progress=False, **kw)
+    assert a.n_clips == b.n_clips == 6 and a.n_speakers == 3
+    for word in ("yes", "stop"):
+        files = sorted(p.name for p in (tmp_path / "a" / word).glob("*.wav"))
+        assert len(files) == 3
+        for name in files:
+            assert (tmp_path / "a" / word / name).read_bytes() == (
+                tmp_path / "b" / word / name
+            ).read_bytes(), "Piper clips must not depend on the worker that rendered them"
+    table = pd.read_csv(tmp_path / "a" / "quality.csv")
+    assert table.set_index("voice").loc["piper-joe", "generated"] == 4
+    assert "piper,joe" in (tmp_path / "a" / "speakers.csv").read_text()

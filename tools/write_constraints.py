@@ -10,7 +10,7 @@ rows = sorted(
     if i["metadata"]["name"] != "kws"
 )
 header = (
-    "# Full resolved set for Python 3.11 (pip install -c constraints.txt -e .[cpu,dev]).\n"
+    "# Full resolved set for Python 3.11 (pip install -c constraints.txt -e .[cpu,dev,voices]).\n"
     "# Regenerate: make lock\n"
 )
 with open(out, "w") as f:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
 from scipy.signal import resample as fft_resample
 from tqdm import tqdm
@@ -33,6 +34,7 @@ from kws_core.errors import KwsError
 from kws_core.faults import crash_point
 from kws_core.synth import espeak
 from kws_core.synth.noise import make_background_noises
+from kws_core.synth.piper import PiperEngine, PiperSpeaker, make_piper_speakers
 from kws_core.synth.speakers import Speaker, make_speakers
 
 BACKGROUND_NOISE_DIR = "_background_noise_"
@@ -47,6 +49,9 @@ RANGE_JITTER = 6  # ... +-6 in pitch range
 PEAK_DBFS = (-25.0, -1.0)  # word peak level
 NOISE_FLOOR_DBFS = (-78.0, -66.0)  # rms of the always-present recording noise floor
 EDGE_MARGIN = 0.01  # keep the word this fraction of the clip away from either edge when it fits
+MAX_SPEEDUP = 1.25  # a longer word is rejected (too_long) rather than sped up more to fit
+QUALITY_REASONS = ("empty", "clipped", "too_long", "cut_off")
+QUALITY_FILE = "quality.csv"
 
 # The tutorial's train/validation/test split (tensorflow/examples/speech_commands/input_data.py).
 
@@ -54,10 +59,12 @@ EDGE_MARGIN = 0.01  # keep the word this fraction of the clip away from either e
 @dataclass(frozen=True)
 class SynthReport:
     out_dir: Path
-    n_clips: int
+    n_clips: int  # clips written (passed the quality gate)
     n_speakers: int
     words: tuple[str, ...]
     seconds: float
+    rejected: int = 0  # clips the quality gate refused (see quality.csv)
+    quality: tuple[dict, ...] = ()  # one row per voice: family, voice, generated, kept, reasons
 
 
 # -- argument checks ------------------------------------------------------------------------
@@ -163,27 +170,29 @@ def _fit(y: np.ndarray, max_len: int) -> np.ndarray:
     return fft_resample(y.astype(np.float64), max_len).astype(np.float32)
 
 
-def render_clip(
-    engine: espeak.EspeakEngine,
-    speaker: Speaker,
-    word: str,
-    n: int,
-    *,
-    seed: int,
-    sample_rate: int,
-    clip_len: int,
-) -> np.ndarray:
-    """int16 samples of exactly `clip_len`: the word at a random offset and level, plus floor."""
-    rng = clip_rng(seed, speaker.id, word, n)
-    rate = int(round(speaker.rate * (1.0 + rng.uniform(-RATE_JITTER, RATE_JITTER))))
-    pitch = speaker.pitch + int(rng.integers(-PITCH_JITTER, PITCH_JITTER + 1))
-    pitch_range = speaker.pitch_range + int(rng.integers(-RANGE_JITTER, RANGE_JITTER + 1))
-    y = engine.synthesize(word, speaker.voice, rate, pitch, pitch_range, sample_rate)
-    if y.size == 0 or not np.any(y):
-        raise KwsError(
-            f"espeak-ng produced no audio for {word!r} with voice {speaker.voice}: "
-            "check the word is spelled in plain English letters"
-        )
+def quality_problem(y: np.ndarray, sample_rate: int, clip_len: int) -> str | None:
+    """Why a synthesised word (float, silence trimmed) is unusable, or None when it is fine.
+
+    empty: no audio or nothing above -80 dBFS; clipped: flat tops (over 0.5 % of samples at
+    full scale); too_long: it would need more than MAX_SPEEDUP to fit the clip; cut_off: its
+    last 5 ms are still within 20 dB of its peak (the synthesiser stopped mid-sound; a word
+    that fades out ends far lower: 99.9 % of espeak words end below -28 dB of their peak).
+    """
+    if y.size == 0 or float(np.max(np.abs(y))) < 1e-4:
+        return "empty"
+    if np.mean(np.abs(y) >= 0.999) > 0.005:
+        return "clipped"
+    room = clip_len - 2 * int(EDGE_MARGIN * clip_len)
+    if y.size > MAX_SPEEDUP * room:
+        return "too_long"
+    tail = y[-max(sample_rate // 200, 1) :].astype(np.float64)
+    if np.sqrt(np.mean(tail**2)) > 0.1 * float(np.max(np.abs(y))):
+        return "cut_off"
+    return None
+
+
+def place_word(y: np.ndarray, rng: np.random.Generator, clip_len: int) -> np.ndarray:
+    """int16 samples of exactly `clip_len`: `y` at a random offset and level, plus a floor."""
     margin = int(EDGE_MARGIN * clip_len)
     y = _fit(y, clip_len - 2 * margin)
     lo = margin if y.size + 2 * margin <= clip_len else 0
@@ -197,6 +206,41 @@ def render_clip(
     return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
 
 
+def synthesize_espeak(
+    engine: espeak.EspeakEngine,
+    speaker: Speaker,
+    word: str,
+    rng: np.random.Generator,
+    sample_rate: int,
+) -> np.ndarray:
+    """The word in `speaker`'s voice, rate, pitch and range moved per utterance by `rng`."""
+    rate = int(round(speaker.rate * (1.0 + rng.uniform(-RATE_JITTER, RATE_JITTER))))
+    pitch = speaker.pitch + int(rng.integers(-PITCH_JITTER, PITCH_JITTER + 1))
+    pitch_range = speaker.pitch_range + int(rng.integers(-RANGE_JITTER, RANGE_JITTER + 1))
+    return engine.synthesize(word, speaker.voice, rate, pitch, pitch_range, sample_rate)
+
+
+def render_clip(
+    engine: espeak.EspeakEngine,
+    speaker: Speaker,
+    word: str,
+    n: int,
+    *,
+    seed: int,
+    sample_rate: int,
+    clip_len: int,
+) -> np.ndarray:
+    """int16 samples of exactly `clip_len`: the word at a random offset and level, plus floor."""
+    rng = clip_rng(seed, speaker.id, word, n)
+    y = synthesize_espeak(engine, speaker, word, rng, sample_rate)
+    if y.size == 0 or not np.any(y):
+        raise KwsError(
+            f"espeak-ng produced no audio for {word!r} with voice {speaker.voice}: "
+            "check the word is spelled in plain English letters"
+        )
+    return place_word(y, rng, clip_len)
+
+
 def _write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
     # Encode in memory: writing straight to a path makes libsndfile fsync every file.
     buf = io.BytesIO()
@@ -208,28 +252,43 @@ def _write_clip(path: Path, samples: np.ndarray, sample_rate: int) -> None:
     _write_wav(path, samples, sample_rate)
 
 
-def _render_speaker(task: tuple) -> int:
-    """Worker: every clip of one speaker, written into the temp data set folder."""
+def _render_speaker(task: tuple) -> dict:
+    """Worker: every clip of one speaker that passes `quality_problem`, written into the temp
+    data set folder. Returns the speaker's quality row (voice, family, counts per outcome)."""
     root, speaker, words, utterances, seed, sample_rate, clip_len = task
     root = Path(root)
-    count = 0
-    # A fresh engine per speaker: espeak-ng carries state from one utterance to the next, so
-    # this makes the speaker's audio independent of which worker ran it and what ran before.
-    with espeak.EspeakEngine() as engine:
+    family = "piper" if isinstance(speaker, PiperSpeaker) else "espeak"
+    row = {"family": family, "voice": speaker.voice, "generated": 0, "kept": 0}
+    row |= {reason: 0 for reason in QUALITY_REASONS}
+    # A fresh engine per speaker: both synthesisers carry state (espeak-ng's globals, Piper's
+    # noise generator) from one utterance to the next, so this makes the speaker's audio
+    # independent of which worker ran it and what ran before.
+    if family == "piper":
+        engine = PiperEngine(int.from_bytes(clip_rng(seed, speaker.id, "", 0).bytes(4), "little"))
+        close = None
+    else:
+        engine = espeak.EspeakEngine()
+        close = engine.close
+    try:
         for word in words:
             for n in range(utterances):
-                clip = render_clip(
-                    engine,
-                    speaker,
-                    word,
-                    n,
-                    seed=seed,
-                    sample_rate=sample_rate,
-                    clip_len=clip_len,
-                )
+                rng = clip_rng(seed, speaker.id, word, n)
+                if family == "piper":
+                    y = engine.synthesize(word, speaker, rng, sample_rate)
+                else:
+                    y = synthesize_espeak(engine, speaker, word, rng, sample_rate)
+                row["generated"] += 1
+                problem = quality_problem(y, sample_rate, clip_len)
+                if problem is not None:
+                    row[problem] += 1
+                    continue
+                clip = place_word(y, rng, clip_len)
                 _write_clip(root / word / f"{speaker.id}_nohash_{n}.wav", clip, sample_rate)
-                count += 1
-    return count
+                row["kept"] += 1
+    finally:
+        if close is not None:
+            close()
+    return row
 
 
 def _render_noise(task: tuple) -> list[str]:
@@ -244,9 +303,24 @@ def _render_noise(task: tuple) -> list[str]:
 
 
 # -- metadata --------------------------------------------------------------------------------
+def quality_table(rows: list[dict]) -> pd.DataFrame:
+    """Per-voice quality counts (speakers of one voice summed), worst reject rate first."""
+    cols = ["family", "voice", "generated", "kept", *QUALITY_REASONS]
+    df = pd.DataFrame(rows, columns=cols)
+    if df.empty:
+        return df
+    # espeak voices are "dialect+variant"; Piper speakers share the one voice "piper-joe".
+    df["voice"] = df["voice"].str.replace(r"@.*$", "", regex=True)
+    df = df.groupby(["family", "voice"], as_index=False)[cols[2:]].sum()
+    df["rejected_pct"] = (100 * (1 - df["kept"] / df["generated"])).round(2)
+    return df.sort_values(["rejected_pct", "family", "voice"], ascending=[False, True, True])
+
+
 def _write_metadata(
     root: Path,
     speakers: list[Speaker],
+    piper_speakers: list[PiperSpeaker],
+    quality: list[dict],
     words: tuple[str, ...],
     utterances: int,
     *,
@@ -261,11 +335,22 @@ def _write_metadata(
     writer.writerow(["id", "dialect", "variant", "rate", "pitch", "pitch_range"])
     for s in speakers:
         writer.writerow([s.id, s.dialect, s.variant, s.rate, s.pitch, s.pitch_range])
+    for p in piper_speakers:  # dialect "piper": rate, pitch, range hold Piper's scales and speed
+        writer.writerow([p.id, "piper", "joe", p.length_scale, p.speed, p.noise_scale])
     (root / "speakers.csv").write_text(buf.getvalue(), encoding="utf-8")
+    (root / QUALITY_FILE).write_text(quality_table(quality).to_csv(index=False), encoding="utf-8")
 
     with espeak.EspeakEngine() as engine:
         version = engine.version()
-    n_clips = len(words) * len(speakers) * utterances
+    n_clips = sum(r["kept"] for r in quality)
+    rejected = sum(r["generated"] - r["kept"] for r in quality)
+    piper_line = (
+        f"- Piper: {len(piper_speakers)} speakers of the neural `joe` voice (piper-tts), each a "
+        "draw of noise / length scales and a playback speed (in `speakers.csv` as dialect "
+        "`piper`: rate = length scale, pitch = speed, pitch_range = noise scale).\n"
+        if piper_speakers
+        else ""
+    )
     readme = f"""# Synthetic Speech Commands
 
 {README_MARKER} with espeak-ng {version}
@@ -274,7 +359,8 @@ def _write_metadata(
 - Words ({len(words)}): {" ".join(words)}
 - Speakers: {len(speakers)} synthetic voices, listed in `speakers.csv` (English dialect,
   espeak-ng voice variant, rate in words per minute, pitch and pitch range 0-100).
-- Clips: {utterances} per speaker and word, {n_clips} in all, as
+{piper_line}- Clips: {utterances} per speaker and word; {n_clips} passed the quality gate
+  ({rejected} rejected as empty, clipped, too long or cut off: `{QUALITY_FILE}`, per voice), as
   `<word>/<speakerid>_nohash_<n>.wav` (the layout of Google's Speech Commands).
   Each is {sample_rate} Hz mono 16-bit PCM WAV, exactly {clip_duration_ms} ms long. The word
   sits at a random offset with its peak between {PEAK_DBFS[0]:g} and {PEAK_DBFS[1]:g} dBFS,
@@ -340,12 +426,17 @@ def generate_synthetic_dataset(
     noise_duration_s: float = 60.0,
     workers: int = 2,
     progress: bool = True,
+    piper_speakers: int = 0,
+    dialects: Sequence[str] | None = None,
 ) -> SynthReport:
-    """Write a Speech Commands-style data set of espeak-ng voices to `out_dir`.
+    """Write a Speech Commands-style data set of espeak-ng (and Piper) voices to `out_dir`.
 
     `out_dir` is replaced as a whole (via a temp folder and one rename), so an interrupted run
     leaves the previous contents or nothing. Speakers are rendered in `workers` processes, one
     task per speaker; the output is byte-identical for the same arguments, whatever `workers`.
+    `dialects` limits the espeak speakers to those English dialects (None: all);
+    `piper_speakers` adds speakers of Piper's neural voice (needs the `voices` extra).
+    Clips failing `quality_problem` are not written; `quality.csv` counts them per voice.
     """
     out, words_t, clip_len = _check_args(
         out_dir,
@@ -358,25 +449,35 @@ def generate_synthetic_dataset(
         noise_duration_s,
         workers,
     )
+    if not _is_int(piper_speakers) or piper_speakers < 0:
+        raise KwsError(f"piper_speakers must be a whole number >= 0, got {piper_speakers!r}")
     started = time.perf_counter()
-    voices = make_speakers(int(speakers), int(seed))
+    voices = make_speakers(int(speakers), int(seed), dialects=dialects)
+    pipers = make_piper_speakers(int(piper_speakers), int(seed))
     espeak.EspeakEngine().close()  # fail fast, in the parent, if the library is unusable
-    n_clips = len(words_t) * len(voices) * utterances_per_speaker
+    if pipers:
+        from kws_core.synth.piper import check_available
+
+        check_available()
+    n_clips = len(words_t) * (len(voices) + len(pipers)) * utterances_per_speaker
 
     with atomic_dir(out) as tmp:
         for word in words_t:
             (tmp / word).mkdir()
         noise_task = (str(tmp), sample_rate, float(noise_duration_s), int(seed))
+        # Piper speakers first: they are slow, so the espeak ones fill the gaps at the end.
         tasks = [
             (str(tmp), sp, words_t, utterances_per_speaker, int(seed), sample_rate, clip_len)
-            for sp in voices
+            for sp in [*pipers, *voices]
         ]
+        quality: list[dict] = []
         bar = tqdm(total=n_clips, desc="synthesising clips", unit="clip", disable=not progress)
         try:
             if workers == 1 or len(tasks) == 1:
                 noise_names = _render_noise(noise_task)
                 for task in tasks:
-                    bar.update(_render_speaker(task))
+                    quality.append(_render_speaker(task))
+                    bar.update(quality[-1]["generated"])
                     crash_point("synth.after_speaker")
             else:
                 # An executor, not a Pool: if a worker dies (OOM killer, kill -9) a Pool waits
@@ -390,9 +491,11 @@ def generate_synthetic_dataset(
                 ) as pool:
                     noise_job = pool.submit(_render_noise, noise_task)
                     try:
-                        for job in as_completed([pool.submit(_render_speaker, t) for t in tasks]):
-                            bar.update(job.result())
+                        jobs = [pool.submit(_render_speaker, t) for t in tasks]
+                        for job in as_completed(jobs):
+                            bar.update(job.result()["generated"])
                             crash_point("synth.after_speaker")
+                        quality = [job.result() for job in jobs]  # task order, not finish order
                         noise_names = noise_job.result()
                     except BrokenProcessPool:
                         raise KwsError(
@@ -405,6 +508,8 @@ def generate_synthetic_dataset(
         _write_metadata(
             tmp,
             voices,
+            pipers,
+            quality,
             words_t,
             utterances_per_speaker,
             sample_rate=sample_rate,
@@ -413,10 +518,13 @@ def generate_synthetic_dataset(
             noise_duration_s=float(noise_duration_s),
             noise_names=noise_names,
         )
+    kept = sum(r["kept"] for r in quality)
     return SynthReport(
         out_dir=out,
-        n_clips=n_clips,
-        n_speakers=len(voices),
+        n_clips=kept,
+        n_speakers=len(voices) + len(pipers),
         words=words_t,
         seconds=round(time.perf_counter() - started, 3),
+        rejected=n_clips - kept,
+        quality=tuple(quality_table(quality).to_dict("records")),
     )

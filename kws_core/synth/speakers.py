@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,19 +70,30 @@ def available_variants() -> tuple[list[str], list[str]]:
     return female, male
 
 
-def make_speakers(n: int, seed: int) -> list[Speaker]:
+def make_speakers(n: int, seed: int, dialects: Sequence[str] | None = None) -> list[Speaker]:
     """`n` distinct speakers, the same for the same `seed`.
 
     Speakers alternate female/male variants and cycle through every (dialect, variant) pair in a
     seed-shuffled order before any pair repeats; rate, pitch and pitch range are drawn per
     speaker. The list is prefix-stable: make_speakers(10, s)[:5] == make_speakers(5, s).
     Ids are 8 lowercase hex characters from sha256(seed, index), unique within the list.
+    `dialects` keeps only those English dialects (None: every one the wheel has).
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise KwsError(f"number of speakers must be a whole number >= 1, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise KwsError(f"seed must be an integer, got {seed!r}")
-    dialects = espeak.list_english_dialects()
+    have = espeak.list_english_dialects()
+    if dialects is None:
+        dialects = have
+    else:
+        unknown = [d for d in dialects if d not in have]
+        if unknown or not dialects:
+            raise KwsError(
+                f"espeak-ng has no English dialect {unknown[0] if unknown else '(none given)'!r}; "
+                f"choose from {', '.join(have)}"
+            )
+        dialects = [d for d in have if d in dialects]
     female, male = available_variants()
     pools = []
     for gender, variants in (("female", female), ("male", male)):

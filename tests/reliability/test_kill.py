@@ -87,7 +87,7 @@ def leftovers(parent: Path) -> list[str]:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_synthesis_killed_midway_leaves_no_data_set_then_completes_identically(tmp_path, workers):
     synth = {"speakers": 3, "synthetic_words": "yes no cat", "noise_duration_s": 2}
-    synth["synthetic_workers"] = workers
+    synth |= {"synthetic_workers": workers, "piper_speakers": 0, "heldout_dialects": ""}
     root = project(tmp_path / "p", data={"data_url": "synthetic", "synthetic": synth})
     kws(root, "dataset", crash="synth.after_speaker:2")
     data = root / "data"
