@@ -47,6 +47,11 @@ _EMB = _TUT_AUG | {"preprocess": "embedding", "feature_source": "cache"}
 # params.yaml's recording chain (room, microphone, SNR noise, speed, gain, distortion) and levers
 # of it switched off one at a time.
 _CHAIN = {"preprocess": "embedding", "feature_source": "cache", "embedding_hop_ms": 80}
+_DEFAULT_DATA = {
+    "data_dir": "results/bench_real/data_default",
+    "manifest_dir": "results/bench_real/manifest_default",
+    "heldout_dir": "results/bench_real/heldout_default",
+}
 _CHAIN_ABLATIONS = {
     "snr": {"noise_snr_db": ""},
     "speed": {"speed_probability": 0.0},
@@ -132,6 +137,26 @@ VARIANTS: dict[str, dict] = {
         for lever, off in _CHAIN_ABLATIONS.items()
     },
     "chain_pitch": _CHAIN | {"model_architecture": "embedding_mlp", "pitch_probability": 0.3},
+    # params.yaml's defaults on their own data set: 250 espeak speakers (two dialects held out)
+    # + 60 Piper speakers; the held-out dialect family in results/bench_real/heldout_default.
+    "default": _DEFAULT_DATA | {"model_architecture": "embedding_mlp"},
+    "default_espeak": _DEFAULT_DATA
+    | {
+        "piper_speakers": 0,
+        "data_dir": "results/bench_real/data_default_espeak",
+        "manifest_dir": "results/bench_real/manifest_default_espeak",
+        "heldout_dir": "results/bench_real/heldout_default_espeak",
+    },
+    "mfcc_llc_default": _DEFAULT_DATA
+    | {k: v for k, v in _MFCC.items() if k not in _TUT_AUG}
+    | {"feature_source": "cache"},
+    # + real clips of 341 speakers as a second source (bench/real_split.py), weight 3; score
+    # on results/bench_real/real_heldout_speakers (209 other speakers).
+    "multi_real": _DEFAULT_DATA
+    | {
+        "sources": "results/bench_real/real_train_speakers:3:training",
+        "manifest_dir": "results/bench_real/manifest_multi_real",
+    },
     # The tutorial's CNN on MFCC with the chain (cache: on the fly the chain costs ~0.25 s/step).
     "mfcc_llc_chain": {k: v for k, v in _MFCC.items() if k not in _TUT_AUG}
     | {"feature_source": "cache"},

@@ -130,11 +130,12 @@ def cmd_dataset(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(params: Params, args: argparse.Namespace) -> int:
-    from kws_core.steps import format_counts, format_rejected, manifest_step
+    from kws_core.steps import format_counts, format_rejected, format_sources, manifest_step
 
     out = manifest_step(params, progress=not args.no_progress)
     print(format_counts(out.result.manifest))
     print("\n".join(format_rejected(out.result.rejected)))
+    print("\n".join(format_sources(out.result)))
     if out.result.used_lists:
         print(
             f"shipped partition lists used; {len(out.result.disagreements)} disagree with which_set"

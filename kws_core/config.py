@@ -54,6 +54,39 @@ def _split_list(value: Any) -> list[str]:
     raise ValueError("expected a comma-separated string or a list")
 
 
+SOURCE_SPLITS = ("hash", "lists", "training", "validation", "testing")
+
+
+class SourceSpec(BaseModel):
+    """One extra training source: a labelled folder, its clip weight and how it is split."""
+
+    path: str
+    weight: float = 1.0
+    split: str = "hash"
+
+
+def parse_sources(value: str) -> list[SourceSpec]:
+    """'DIR[:WEIGHT[:SPLIT]],...' -> specs; ValueError naming the bad entry."""
+    out = []
+    for entry in _split_list(value):
+        parts = entry.split(":")
+        if len(parts) > 3 or not parts[0]:
+            raise ValueError(f"{entry!r} is not DIR[:WEIGHT[:SPLIT]]")
+        weight = 1.0
+        if len(parts) > 1 and parts[1]:
+            try:
+                weight = float(parts[1])
+            except ValueError:
+                raise ValueError(f"{entry!r}: weight {parts[1]!r} is not a number") from None
+            if not 0 < weight <= 1000 or weight != weight:
+                raise ValueError(f"{entry!r}: weight must be in (0, 1000]")
+        split = parts[2] if len(parts) > 2 and parts[2] else "hash"
+        if split not in SOURCE_SPLITS:
+            raise ValueError(f"{entry!r}: split {split!r} is not one of {', '.join(SOURCE_SPLITS)}")
+        out.append(SourceSpec(path=parts[0], weight=weight, split=split))
+    return out
+
+
 class SyntheticConfig(_Section):
     """The embedded default data set: espeak-ng speakers in the Speech Commands layout."""
 
@@ -126,7 +159,24 @@ class DataConfig(_Section):
     partition_tolerance: Percentage = Field(
         3.0, ge=0, le=100, description="allowed gap (points) between partition shares and targets"
     )
+    sources: str = Field(
+        "",
+        description="more labelled folders to train on beside data_dir, e.g. your own "
+        "recordings: comma list of DIR[:WEIGHT[:SPLIT]] (WEIGHT: how much each clip counts "
+        "against a data_dir clip, default 1; SPLIT: hash (which_set, default), lists "
+        "(its validation/testing_list.txt), or training|validation|testing for all of it)",
+    )
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: str) -> str:
+        parse_sources(v)
+        return v
+
+    @property
+    def source_list(self) -> list[SourceSpec]:
+        return parse_sources(self.sources)
 
     @field_validator("wanted_words", mode="before")
     @classmethod
@@ -199,7 +249,7 @@ class AugmentConfig(_Section):
     )
     time_shift_ms: float = Field(100.0, ge=0, description="max random time shift (ms)")
     noise_snr_db: str = Field(
-        "-5,20",
+        "",
         description="background noise of word clips at a random SNR in this dB range "
         "(lo,hi); '' = the tutorial's random volume up to background_volume",
     )

@@ -43,7 +43,7 @@ from kws_core.features import FeatureSpec
 from kws_core.labels import prepare_words_list
 
 # Bump when the augmentation or the file layout changes in a way the key cannot see.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: training_weights.npy (data.sources weights)
 KEEP = 2  # cache folders kept in cache_dir (the most recently built or used)
 CHUNK = 256  # clips augmented and featurised at once while building (bounds the build's RAM)
 PARTITIONS = ("training", "validation", "testing")
@@ -53,6 +53,7 @@ STALE_S = 24 * 3600
 _FILES = (
     "training.npy",
     "training_labels.npy",
+    "training_weights.npy",
     "validation.npy",
     "validation_labels.npy",
     "testing.npy",
@@ -75,7 +76,8 @@ def feature_dtype(spec: FeatureSpec) -> str:
 
 
 def _manifest_digest(manifest: pd.DataFrame) -> str:
-    cols = manifest[["path", "label", "partition", "sha1"]].astype(str)
+    names = [c for c in ("path", "label", "partition", "sha1", "weight") if c in manifest]
+    cols = manifest[names].astype(str)
     return hashlib.sha256(cols.to_csv(index=False).encode()).hexdigest()
 
 
@@ -129,6 +131,7 @@ class FeatureCache:
     reused: bool
     training: np.ndarray
     training_labels: np.ndarray
+    training_weights: np.ndarray  # sampling weight of each training row (data.sources)
     validation: np.ndarray
     validation_labels: np.ndarray
     testing: np.ndarray
@@ -164,6 +167,7 @@ def _open(path: Path, key: str, reused: bool) -> FeatureCache | None:
             name: np.load(path / f"{name}.npy", mmap_mode="r")
             for name in (f"{p}{s}" for p in PARTITIONS for s in ("", "_labels"))
         }
+        arrays["training_weights"] = np.load(path / "training_weights.npy")
         with np.load(path / "norm_stats.npz") as stats:
             mean, std = stats["mean"].copy(), stats["std"].copy()
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
@@ -172,6 +176,8 @@ def _open(path: Path, key: str, reused: bool) -> FeatureCache | None:
         x, y = arrays[p], arrays[f"{p}_labels"]
         if list(x.shape) != meta["shapes"][p] or x.shape[0] != y.shape[0]:
             return None
+    if arrays["training_weights"].shape != arrays["training_labels"].shape:
+        return None
     return FeatureCache(
         path=path,
         key=key,
@@ -271,6 +277,7 @@ def build_feature_cache(
         x.flush()
         del x
         np.save(tmp / "training_labels.npy", y)
+        np.save(tmp / "training_weights.npy", np.tile(processor.sets["training"].weights, copies))
         count = copies * n * h
         mean = total / count
         std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
@@ -329,11 +336,27 @@ def _check_finite(f: np.ndarray, spec: FeatureSpec) -> None:
         )
 
 
-def batch_indices(seed: int, step: int, batch_size: int, rows: int) -> np.ndarray:
-    """Rows of the training cache used at `step`: stateless, a function of (seed, step) only."""
+def batch_indices(
+    seed: int, step: int, batch_size: int, rows: int, cdf: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows of the training cache used at `step`: stateless, a function of (seed, step) only.
+
+    With `cdf` (cumulative row weights ending at 1), rows are drawn in proportion to weight.
+    """
     digest = hashlib.sha256(f"{seed}|cache-batch|{step}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    return rng.integers(0, rows, batch_size)
+    if cdf is None:
+        return rng.integers(0, rows, batch_size)
+    return np.minimum(np.searchsorted(cdf, rng.random(batch_size), side="right"), rows - 1)
+
+
+def weights_cdf(weights: np.ndarray) -> np.ndarray | None:
+    """Cumulative sampling distribution of row weights; None when all weights are equal."""
+    w = np.asarray(weights, np.float64)
+    if w.size == 0 or np.all(w == w[0]):
+        return None
+    cdf = np.cumsum(w)
+    return cdf / cdf[-1]
 
 
 _END = object()
@@ -358,6 +381,7 @@ class CacheBatches:
     ) -> None:
         self.cache, self.batch_size, self.seed = cache, batch_size, seed
         self.steps = range(first_step, last_step + 1)
+        self._cdf = weights_cdf(cache.training_weights)
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
         _advise_random(cache.training)
@@ -366,7 +390,7 @@ class CacheBatches:
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         x, y = self.cache.training, self.cache.training_labels
-        idx = batch_indices(self.seed, step, self.batch_size, len(y))
+        idx = batch_indices(self.seed, step, self.batch_size, len(y), self._cdf)
         order = np.argsort(idx, kind="stable")  # read the file front to back
         out = np.empty((len(idx), *x.shape[1:]), np.float32)
         out[order] = x[idx[order]]

@@ -29,6 +29,11 @@ class AudioSet:
     audio: np.ndarray  # [N, desired_samples] int16
     labels: np.ndarray  # [N] int32
     paths: list[str]
+    weights: np.ndarray | None = None  # [N] float: sampling weight of each row (data.sources)
+
+    def __post_init__(self) -> None:
+        if self.weights is None:
+            self.weights = np.ones(len(self.labels), np.float64)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -107,6 +112,7 @@ class AudioProcessor:
         n = self.spec.desired_samples
         audio = np.zeros((len(rows), n), dtype=np.int16)
         labels = np.zeros(len(rows), dtype=np.int32)
+        weights = rows["weight"].to_numpy(np.float64) if "weight" in rows else np.ones(len(rows))
         paths = []
         it = tqdm(
             enumerate(rows.itertuples()),
@@ -133,7 +139,7 @@ class AudioProcessor:
                     f"{self.data_dir / row.path}: {e}; rebuild the manifest (`kws manifest`)"
                 ) from None
             audio[i] = np.round(fit_length(x, n) * 32767.0).astype(np.int16)
-        return AudioSet(audio, labels, paths)
+        return AudioSet(audio, labels, paths, weights)
 
     def _fixed_silence(self, partition: str, i: int) -> np.ndarray:
         """A deterministic silence clip for evaluation: background noise at a seeded volume."""
@@ -189,9 +195,15 @@ class AudioProcessor:
         def after(x: np.ndarray, step: np.int64) -> np.ndarray:
             return chain.after_noise(x, [("step", int(step), k) for k in range(len(x))])
 
+        w = train.weights
+        logits = None if np.all(w == w[0]) else tf.constant(np.log(w)[None, :], tf.float32)
+
         def make_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             keys = [tf.stack([tf.constant(seed, tf.int64), step * 8 + k]) for k in range(8)]
-            idx = tf.random.stateless_uniform([batch_size], keys[0], 0, count, tf.int64)
+            if logits is None:
+                idx = tf.random.stateless_uniform([batch_size], keys[0], 0, count, tf.int64)
+            else:  # data.sources weights: rows drawn in proportion to weight
+                idx = tf.random.stateless_categorical(logits, batch_size, keys[0])[0]
             draws = self._draws(keys, batch_size)
             if chain is None:
                 return mix(idx, draws)

@@ -13,7 +13,13 @@ from tqdm import tqdm
 
 from kws_core.atomic import atomic_path, atomic_write_text
 from kws_core.audio import WavError, WavInfo, inspect_wav
-from kws_core.config import BACKGROUND_NOISE_DIR, SILENCE_LABEL, UNKNOWN_LABEL, DataConfig
+from kws_core.config import (
+    BACKGROUND_NOISE_DIR,
+    SILENCE_LABEL,
+    UNKNOWN_LABEL,
+    DataConfig,
+    SourceSpec,
+)
 from kws_core.errors import DataError
 from kws_core.partition import PARTITIONS, read_partition_lists, speaker_of, which_set
 
@@ -33,7 +39,10 @@ MANIFEST_COLUMNS = {
     "peak": "float64",
     "rms": "float64",
     "sha1": "object",
+    "origin": "object",  # "data_dir" or the extra source's name (data.sources)
+    "weight": "float64",  # how much the row counts in training batches (its source's weight)
 }
+MAIN_ORIGIN = "data_dir"
 REJECTED_COLUMNS = ["path", "word", "reason"]
 
 
@@ -44,6 +53,8 @@ class ManifestResult:
     background: pd.DataFrame  # usable _background_noise_ files
     disagreements: pd.DataFrame  # shipped lists vs which_set
     used_lists: bool
+    # per-voice quality gate counts of a synthetic data_dir (its quality.csv), else empty
+    synth_quality: pd.DataFrame | None = None
 
 
 def _row(rel: str, word: str, info: WavInfo) -> dict:
@@ -172,6 +183,8 @@ def add_silence_and_unknown(
                     "peak": 0.0,
                     "rms": 0.0,
                     "sha1": "",
+                    "origin": MAIN_ORIGIN,
+                    "weight": 1.0,
                 }
             )
         pool = unknown[partition]
@@ -182,13 +195,92 @@ def add_silence_and_unknown(
     return rows
 
 
-def build_manifest(cfg: DataConfig, data_dir: Path, progress: bool = True) -> ManifestResult:
-    """Scan data_dir and build the manifest; DataError if a wanted word has no usable clip."""
+def source_names(dirs: list[Path]) -> list[str]:
+    """A unique short name per extra source folder (its folder name, then _2, _3, ...)."""
+    names: list[str] = []
+    for d in dirs:
+        name, n = d.name or "source", 2
+        while name in names or name == MAIN_ORIGIN:
+            name, n = f"{d.name}_{n}", n + 1
+        names.append(name)
+    return names
+
+
+def check_sources(sources: list[tuple[Path, SourceSpec]]) -> None:
+    """A one-line DataError for a missing source folder or a split=lists without the lists."""
+    for folder, spec in sources:
+        if not folder.is_dir():
+            raise DataError(
+                f"data.sources: {folder} is not a folder; give labelled folders "
+                "(<word>/*.wav) as DIR[:WEIGHT[:SPLIT]], or '' for none"
+            )
+        if spec.split == "lists" and read_partition_lists(folder) is None:
+            raise DataError(
+                f"data.sources: {folder} has no validation_list.txt / testing_list.txt for "
+                "split 'lists'; add them or use split hash"
+            )
+
+
+def _source_clips(
+    cfg: DataConfig, folder: Path, spec: SourceSpec, name: str, progress: bool
+) -> tuple[list[dict], list[dict]]:
+    """Clip rows of one extra source (absolute paths, split per its spec) and its rejects."""
+    clips, _, rejected, _ = scan_clips(
+        folder, cfg.sample_rate, progress, cfg.clip_duration_ms, cfg.duration_tolerance_ms
+    )
+    # `_silence_` folders (the official test-set layout) hold noise, not words: training makes
+    # its silence from background noise, so these clips are left out.
+    clips = [c for c in clips if c["word"] != SILENCE_LABEL]
+    if spec.split in ("hash", "lists"):
+        if spec.split == "hash":
+            for c in clips:
+                c["partition"] = which_set(
+                    c["path"], cfg.validation_percentage, cfg.testing_percentage
+                )
+        else:
+            clips, _, _ = assign_partitions(
+                clips, folder, cfg.validation_percentage, cfg.testing_percentage
+            )
+    else:
+        for c in clips:
+            c["partition"] = spec.split
+    for c in clips:
+        c["path"] = (folder / c["path"]).as_posix()
+        c["origin"], c["weight"] = name, spec.weight
+    for r in rejected:
+        r["path"] = (folder / r["path"]).as_posix()
+    return clips, rejected
+
+
+def build_manifest(
+    cfg: DataConfig,
+    data_dir: Path,
+    progress: bool = True,
+    sources: list[tuple[Path, SourceSpec]] | None = None,
+) -> ManifestResult:
+    """Scan data_dir (and any extra `sources`) and build the manifest; DataError if a wanted
+    word has no usable clip. Extra-source rows have absolute paths, their source's name in
+    `origin` and its weight in `weight`."""
+    sources = sources or []
+    check_sources(sources)
     clips, background, rejected, words = scan_clips(
         data_dir, cfg.sample_rate, progress, cfg.clip_duration_ms, cfg.duration_tolerance_ms
     )
+    for c in clips:
+        c["origin"], c["weight"] = MAIN_ORIGIN, 1.0
+    extra: list[dict] = []
+    names = source_names([folder for folder, _ in sources])
+    for (folder, spec), name in zip(sources, names, strict=True):
+        more, bad = _source_clips(cfg, folder, spec, name, progress)
+        if not more:
+            raise DataError(
+                f"data.sources: {folder} has no usable clips ({len(bad)} rejected); it needs "
+                "<word>/*.wav files of clip_duration_ms at sample_rate"
+            )
+        extra += more
+        rejected += bad
     wanted = cfg.wanted_word_list
-    usable = {c["word"] for c in clips}
+    usable = {c["word"] for c in clips + extra}
     for word in wanted:
         if word in usable:
             continue
@@ -206,7 +298,7 @@ def build_manifest(cfg: DataConfig, data_dir: Path, progress: bool = True) -> Ma
         clips, data_dir, cfg.validation_percentage, cfg.testing_percentage
     )
     rows = add_silence_and_unknown(
-        clips,
+        clips + extra,
         wanted,
         background,
         cfg.silence_percentage,
@@ -222,7 +314,16 @@ def build_manifest(cfg: DataConfig, data_dir: Path, progress: bool = True) -> Ma
         background=pd.DataFrame(background),
         disagreements=disagreements,
         used_lists=used_lists,
+        synth_quality=_synth_quality(data_dir),
     )
+
+
+def _synth_quality(data_dir: Path) -> pd.DataFrame | None:
+    path = data_dir / "quality.csv"
+    try:
+        return pd.read_csv(path) if path.is_file() else None
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
 
 
 def label_counts(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -232,6 +333,15 @@ def label_counts(manifest: pd.DataFrame) -> pd.DataFrame:
     )
     cols = [p for p in PARTITIONS if p in table.columns] + ["total"]
     return table[cols]
+
+
+def origin_counts(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Clip rows per origin (data_dir and each data.sources folder) and partition, + weight."""
+    clips = manifest[manifest["source"] == "clip"]
+    table = pd.crosstab(clips["origin"], clips["partition"])
+    table = table.reindex(columns=[p for p in PARTITIONS], fill_value=0)
+    table["weight"] = clips.groupby("origin")["weight"].first()
+    return table
 
 
 def write_manifest(result: ManifestResult, out_dir: Path) -> dict[str, Path]:
@@ -265,7 +375,15 @@ def write_manifest(result: ManifestResult, out_dir: Path) -> dict[str, Path]:
         "used_shipped_lists": result.used_lists,
         "list_disagreements": len(result.disagreements),
         "counts": {label: row.to_dict() for label, row in counts.iterrows()},
+        "origins": origin_counts(result.manifest).to_dict(orient="index"),
     }
+    if result.synth_quality is not None:
+        # keyed by voice (not a list) so `dvc metrics show/diff` can read every number
+        q = result.synth_quality
+        summary["synthetic_quality"] = {
+            f"{row['family']}:{row['voice']}": {k: row[k] for k in q.columns[2:]}
+            for row in q.to_dict(orient="records")
+        }
     atomic_write_text(paths["summary"], json.dumps(summary, indent=2, default=int))
     return paths
 
@@ -274,8 +392,14 @@ def load_manifest(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"manifest {path} not found; run `kws manifest` first")
     try:
-        return pd.read_parquet(path)
+        manifest = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise DataError(
             f"manifest {path} is unreadable ({e}); rebuild it with `kws manifest`"
         ) from None
+    # Manifests from before data.sources: every row came from data_dir, weight 1.
+    if "origin" not in manifest.columns:
+        manifest["origin"] = MAIN_ORIGIN
+    if "weight" not in manifest.columns:
+        manifest["weight"] = 1.0
+    return manifest

@@ -81,6 +81,10 @@ def derived_tables(manifest: pd.DataFrame, cfg: DataConfig) -> dict[str, pd.Data
         .reset_index(name="count")
     )
     words = clips[clips["label"].isin(cfg.wanted_word_list)]
+    if "origin" in words:
+        # data.sources rows follow their own split (which may put a whole source in one
+        # partition): the shares are data_dir's.
+        words = words[words["origin"] == "data_dir"]
     total = max(len(words), 1)
     shares = pd.DataFrame(
         [

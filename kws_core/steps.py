@@ -29,7 +29,8 @@ def dataset_step(params: Params, progress: bool = True) -> RawDataset:
 def manifest_step(params: Params, progress: bool = True) -> ManifestOutputs:
     raw = dataset_step(params, progress=progress)
     with output_lock(params.resolve(params.data.manifest_dir), "manifest"):
-        result = build_manifest(params.data, raw.data_dir, progress=progress)
+        sources = [(params.resolve(s.path), s) for s in params.data.source_list]
+        result = build_manifest(params.data, raw.data_dir, progress=progress, sources=sources)
         paths = _write_manifest(result, params.resolve(params.data.manifest_dir))
     return ManifestOutputs(result, paths)
 
@@ -48,6 +49,26 @@ def validate_step(params: Params, manifest: pd.DataFrame | None = None) -> Valid
 
 def format_counts(manifest: pd.DataFrame) -> str:
     return label_counts(manifest).to_string()
+
+
+def format_sources(result: ManifestResult) -> list[str]:
+    """Clips per origin when data.sources adds folders, and the synthetic quality gate."""
+    from kws_core.manifest import origin_counts
+
+    lines = []
+    origins = origin_counts(result.manifest)
+    if len(origins) > 1:
+        lines += ["clips per source (partition counts, weight):", origins.to_string()]
+    q = result.synth_quality
+    if q is not None and not q.empty:
+        bad = q[q["kept"] < q["generated"]]
+        lines.append(
+            f"synthetic quality gate: {int(q['kept'].sum())} of {int(q['generated'].sum())} "
+            f"clips kept; {len(bad)} of {len(q)} voices lost some (quality.csv in data_dir)"
+        )
+        if not bad.empty:
+            lines.append(bad.head(10).to_string(index=False))
+    return lines
 
 
 def format_rejected(rejected: pd.DataFrame, limit: int = 10) -> list[str]:

@@ -36,6 +36,8 @@ def sound_manifest(speakers: int = 300) -> pd.DataFrame:
                     peak=0.5,
                     rms=0.1,
                     sha1=hashlib.sha1(f"{w}{i}".encode()).hexdigest(),
+                    origin="data_dir",
+                    weight=1.0,
                 )
             )
     for part in ("training", "validation", "testing"):

@@ -142,7 +142,5 @@ def test_snr_mixing_hits_the_requested_snr(tmp_path):
     clean = ap.sets["training"].float_audio()
     mixed, _ = ap.augmented_rows(np.arange(6), 0)
     added = mixed.numpy() - clean
-    snr = 20 * np.log10(
-        np.sqrt(np.mean(clean**2, axis=1)) / np.sqrt(np.mean(added**2, axis=1))
-    )
+    snr = 20 * np.log10(np.sqrt(np.mean(clean**2, axis=1)) / np.sqrt(np.mean(added**2, axis=1)))
     assert np.allclose(snr, 6.0, atol=0.2), snr

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from kws_core.manifest import label_counts
+from kws_core.manifest import label_counts, origin_counts
 from kws_core.steps import dataset_step, manifest_step
 from pipelines.metadata import result
 from pipelines.resources import KwsParams
@@ -46,6 +46,12 @@ def partition_manifest(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.
                 res.rejected.head(50).to_markdown(index=False) if len(res.rejected) else "none"
             ),
             "list_disagreements": len(res.disagreements),
+            "clips_per_source": dg.MetadataValue.md(origin_counts(res.manifest).to_markdown()),
+            "synthetic_quality_gate": dg.MetadataValue.md(
+                res.synth_quality.to_markdown(index=False)
+                if res.synth_quality is not None
+                else "not a synthetic data set"
+            ),
         },
         kws.commit("manifest"),
     )
