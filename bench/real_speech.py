@@ -22,19 +22,12 @@ from results_log import append_run
 
 from kws_core.config import load_params
 from kws_core.manifest import load_manifest
+from kws_core.recording import CHAIN_OFF
 from kws_core.steps import dataset_step, manifest_path, manifest_step
 
 # The tutorial's augmentation only (shift + background volume): what every variant below up to
 # the recording chain was measured with, before the chain became the default.
-_TUT_AUG = {
-    "noise_snr_db": "",
-    "speed_probability": 0.0,
-    "pitch_probability": 0.0,
-    "reverb_probability": 0.0,
-    "mic_probability": 0.0,
-    "gain_probability": 0.0,
-    "distortion_probability": 0.0,
-}
+_TUT_AUG = {"noise_snr_db": ""} | CHAIN_OFF
 # The earlier CPU default (profiles/mfcc_cpu.yaml).
 _MFCC = _TUT_AUG | {
     "preprocess": "mfcc",

@@ -18,6 +18,8 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
+from kws_core.recording import CHAIN_OFF  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Tests of the pipeline's machinery (training loop, resume, kills, locks, CLI, UIs) train the
@@ -28,14 +30,7 @@ FAST_MODEL = {
     "train": {"model_architecture": "low_latency_conv", "feature_source": "on_the_fly"},
     "stream": {"clip_stride_ms": 30},
     # the tutorial's augmentation: the recording chain costs ~0.25 s a step on the fly
-    "augment": {
-        "speed_probability": 0.0,
-        "pitch_probability": 0.0,
-        "reverb_probability": 0.0,
-        "mic_probability": 0.0,
-        "gain_probability": 0.0,
-        "distortion_probability": 0.0,
-    },
+    "augment": dict(CHAIN_OFF),
 }
 FAST_FLAGS = {k: v for section in FAST_MODEL.values() for k, v in section.items()}
 

@@ -11,17 +11,10 @@ from kws_core.config import AugmentConfig, load_params
 from kws_core.errors import ConfigError
 from kws_core.features import FeatureSpec
 from kws_core.input_data import AudioProcessor
-from kws_core.recording import RecordingChain, room_impulse_responses
+from kws_core.recording import CHAIN_OFF, RecordingChain, room_impulse_responses
 from tests.conftest import tone, write_clip
 
-OFF = {
-    "speed_probability": 0.0,
-    "pitch_probability": 0.0,
-    "reverb_probability": 0.0,
-    "mic_probability": 0.0,
-    "gain_probability": 0.0,
-    "distortion_probability": 0.0,
-}
+OFF = CHAIN_OFF
 
 
 def word_audio(n: int = 4) -> np.ndarray:
