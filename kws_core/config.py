@@ -242,6 +242,17 @@ class FeaturesConfig(_Section):
     )
 
 
+# The recording chain's steps (kws_core.recording), each on with its own probability.
+CHAIN_PROBABILITIES = (
+    "speed_probability",
+    "pitch_probability",
+    "reverb_probability",
+    "mic_probability",
+    "gain_probability",
+    "distortion_probability",
+)
+
+
 class AugmentConfig(_Section):
     background_volume: float = Field(0.1, ge=0, le=1, description="max background noise volume")
     background_frequency: float = Field(
@@ -320,17 +331,7 @@ class AugmentConfig(_Section):
     @property
     def recording_chain(self) -> bool:
         """True when any numpy-side recording augmentation (speed, room, mic, ...) is on."""
-        return any(
-            p > 0
-            for p in (
-                self.speed_probability,
-                self.pitch_probability,
-                self.reverb_probability,
-                self.mic_probability,
-                self.gain_probability,
-                self.distortion_probability,
-            )
-        )
+        return any(getattr(self, key) > 0 for key in CHAIN_PROBABILITIES)
 
 
 class TrainConfig(_Section):

@@ -26,18 +26,11 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import fftconvolve, resample_poly
 
-from kws_core.config import AugmentConfig
+from kws_core.config import CHAIN_PROBABILITIES, AugmentConfig
 from kws_core.errors import KwsError
 
 # `augment` overrides that switch the whole chain off: the tutorial's augmentation exactly.
-CHAIN_OFF = {
-    "speed_probability": 0.0,
-    "pitch_probability": 0.0,
-    "reverb_probability": 0.0,
-    "mic_probability": 0.0,
-    "gain_probability": 0.0,
-    "distortion_probability": 0.0,
-}
+CHAIN_OFF = dict.fromkeys(CHAIN_PROBABILITIES, 0.0)
 SPEED_STEPS = 200  # speed factors are rounded to 1/200 so resampling uses small integer ratios
 MAX_IMAGE_ORDER = 10  # image-source depth: enough for RT60 <= 1 s at 16 kHz, ~2 ms per room
 RIR_SECONDS = 0.6  # longer tails are cut (a 1 s clip barely holds more)

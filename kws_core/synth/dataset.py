@@ -52,6 +52,7 @@ EDGE_MARGIN = 0.01  # keep the word this fraction of the clip away from either e
 MAX_SPEEDUP = 1.25  # a longer word is rejected (too_long) rather than sped up more to fit
 QUALITY_REASONS = ("empty", "clipped", "too_long", "cut_off")
 QUALITY_FILE = "quality.csv"
+PIPER_SPEAKERS_FILE = "piper_speakers.csv"
 
 # The tutorial's train/validation/test split (tensorflow/examples/speech_commands/input_data.py).
 
@@ -220,27 +221,6 @@ def synthesize_espeak(
     return engine.synthesize(word, speaker.voice, rate, pitch, pitch_range, sample_rate)
 
 
-def render_clip(
-    engine: espeak.EspeakEngine,
-    speaker: Speaker,
-    word: str,
-    n: int,
-    *,
-    seed: int,
-    sample_rate: int,
-    clip_len: int,
-) -> np.ndarray:
-    """int16 samples of exactly `clip_len`: the word at a random offset and level, plus floor."""
-    rng = clip_rng(seed, speaker.id, word, n)
-    y = synthesize_espeak(engine, speaker, word, rng, sample_rate)
-    if y.size == 0 or not np.any(y):
-        raise KwsError(
-            f"espeak-ng produced no audio for {word!r} with voice {speaker.voice}: "
-            "check the word is spelled in plain English letters"
-        )
-    return place_word(y, rng, clip_len)
-
-
 def _write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
     # Encode in memory: writing straight to a path makes libsndfile fsync every file.
     buf = io.BytesIO()
@@ -264,19 +244,20 @@ def _render_speaker(task: tuple) -> dict:
     # noise generator) from one utterance to the next, so this makes the speaker's audio
     # independent of which worker ran it and what ran before.
     if family == "piper":
-        engine = PiperEngine(int.from_bytes(clip_rng(seed, speaker.id, "", 0).bytes(4), "little"))
-        close = None
+        piper = PiperEngine(int.from_bytes(clip_rng(seed, speaker.id, "", 0).bytes(4), "little"))
+        say, close = piper.synthesize, None
     else:
         engine = espeak.EspeakEngine()
         close = engine.close
+
+        def say(word, speaker, rng, sample_rate):
+            return synthesize_espeak(engine, speaker, word, rng, sample_rate)
+
     try:
         for word in words:
             for n in range(utterances):
                 rng = clip_rng(seed, speaker.id, word, n)
-                if family == "piper":
-                    y = engine.synthesize(word, speaker, rng, sample_rate)
-                else:
-                    y = synthesize_espeak(engine, speaker, word, rng, sample_rate)
+                y = say(word, speaker, rng, sample_rate)
                 row["generated"] += 1
                 problem = quality_problem(y, sample_rate, clip_len)
                 if problem is not None:
@@ -335,9 +316,14 @@ def _write_metadata(
     writer.writerow(["id", "dialect", "variant", "rate", "pitch", "pitch_range"])
     for s in speakers:
         writer.writerow([s.id, s.dialect, s.variant, s.rate, s.pitch, s.pitch_range])
-    for p in piper_speakers:  # dialect "piper": rate, pitch, range hold Piper's scales and speed
-        writer.writerow([p.id, "piper", "joe", p.length_scale, p.speed, p.noise_scale])
     (root / "speakers.csv").write_text(buf.getvalue(), encoding="utf-8")
+    if piper_speakers:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["id", "noise_scale", "noise_w_scale", "length_scale", "speed"])
+        for p in piper_speakers:
+            writer.writerow([p.id, p.noise_scale, p.noise_w_scale, p.length_scale, p.speed])
+        (root / PIPER_SPEAKERS_FILE).write_text(buf.getvalue(), encoding="utf-8")
     (root / QUALITY_FILE).write_text(quality_table(quality).to_csv(index=False), encoding="utf-8")
 
     with espeak.EspeakEngine() as engine:
@@ -346,8 +332,7 @@ def _write_metadata(
     rejected = sum(r["generated"] - r["kept"] for r in quality)
     piper_line = (
         f"- Piper: {len(piper_speakers)} speakers of the neural `joe` voice (piper-tts), each a "
-        "draw of noise / length scales and a playback speed (in `speakers.csv` as dialect "
-        "`piper`: rate = length scale, pitch = speed, pitch_range = noise scale).\n"
+        f"draw of noise / length scales and a playback speed, listed in `{PIPER_SPEAKERS_FILE}`.\n"
         if piper_speakers
         else ""
     )
