@@ -37,9 +37,17 @@ _MFCC = _TUT_AUG | {
     "learning_rate": "0.001,0.0001",
 }
 _EMB = _TUT_AUG | {"preprocess": "embedding", "feature_source": "cache"}
-# params.yaml's recording chain (room, microphone, SNR noise, speed, gain, distortion) and levers
-# of it switched off one at a time.
-_CHAIN = {"preprocess": "embedding", "feature_source": "cache", "embedding_hop_ms": 80}
+# The recording chain (room, microphone, speed, gain, distortion) and levers of it switched off
+# one at a time (chain_snr switches SNR noise on), on params.yaml's data set.
+_CHAIN = {
+    "preprocess": "embedding",
+    "feature_source": "cache",
+    "embedding_hop_ms": 80,
+    # the whole chain as first measured; params.yaml now keeps only room + mic (chain_room_mic)
+    "speed_probability": 0.5,
+    "gain_probability": 0.5,
+    "distortion_probability": 0.1,
+}
 _DEFAULT_DATA = {
     "data_dir": "results/bench_real/data_default",
     "manifest_dir": "results/bench_real/manifest_default",
@@ -130,6 +138,16 @@ VARIANTS: dict[str, dict] = {
         for lever, off in _CHAIN_ABLATIONS.items()
     },
     "chain_pitch": _CHAIN | {"model_architecture": "embedding_mlp", "pitch_probability": 0.3},
+    "chain_room_mic": _CHAIN
+    | {
+        "model_architecture": "embedding_mlp",
+        "speed_probability": 0.0,
+        "gain_probability": 0.0,
+        "distortion_probability": 0.0,
+    },
+    # params.yaml's data set with the tutorial's augmentation only: what the chain adds
+    "chain_off": _CHAIN | _TUT_AUG,
+    "chain_snr": _CHAIN | {"model_architecture": "embedding_mlp", "noise_snr_db": "-5,20"},
     # params.yaml's defaults on their own data set: 250 espeak speakers (two dialects held out)
     # + 60 Piper speakers; the held-out dialect family in results/bench_real/heldout_default.
     "default": _DEFAULT_DATA | {"model_architecture": "embedding_mlp"},
@@ -154,6 +172,22 @@ VARIANTS: dict[str, dict] = {
     "mfcc_llc_chain": {k: v for k, v in _MFCC.items() if k not in _TUT_AUG}
     | {"feature_source": "cache"},
 }
+
+
+def heldout_score(params, evals: dict) -> float | None:
+    """Accuracy on the held-out dialect family (train.eval_dirs entry of heldout_dir)."""
+    name = params.resolve(params.data.synthetic.heldout_dir).name
+    entry = evals.get(name)
+    return round(entry["accuracy"], 4) if entry else None
+
+
+def piper_in_training(params, variant: str) -> bool:
+    """From the recipe the data set was generated with (its marker), not from params: a bench
+    may reuse a data set made before piper_speakers existed."""
+    from kws_core.fetch import read_marker
+
+    marker = read_marker(params.resolve(params.data.data_dir)) or {}
+    return "piper" in variant or marker.get("recipe", {}).get("piper_speakers", 0) > 0
 
 
 def main() -> None:
@@ -196,6 +230,7 @@ def main() -> None:
                 metrics = json.loads(done.read_text())
                 test_acc, seconds = metrics["test_accuracy"], metrics["seconds"]
                 weights = metrics["params_count"]
+                evals = metrics.get("eval", {})
                 # the run that trained it: its overrides and time stand for this row
                 trained = [
                     r
@@ -220,6 +255,7 @@ def main() -> None:
                 )
                 test_acc, seconds = res.test_accuracy, res.seconds
                 wall, weights = time.perf_counter() - t0, res.params_count
+                evals = res.eval_dirs
                 overrides = VARIANTS[variant]
             row = {
                 "variant": variant,
@@ -231,6 +267,10 @@ def main() -> None:
                 "params": weights,
                 "scored_only": args.score_only,
                 "real": {},
+                # the synthetic set's held-out dialect family, scored by training itself
+                "heldout_dialects": heldout_score(params, evals),
+                # a Piper-trained model's score on bench/heldout_voices.py is not held out
+                "piper_in_training": piper_in_training(params, variant),
             }
             for d in real_dirs:
                 ev = evaluate_dir(params, d)

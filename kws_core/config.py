@@ -265,7 +265,7 @@ class AugmentConfig(_Section):
         "(lo,hi); '' = the tutorial's random volume up to background_volume",
     )
     speed_probability: float = Field(
-        0.5, ge=0, le=1, description="share of clips sped up or slowed down (pitch moves too)"
+        0.0, ge=0, le=1, description="share of clips sped up or slowed down (pitch moves too)"
     )
     speed_range: str = Field("0.9,1.1", description="speed factor range (lo,hi)")
     pitch_probability: float = Field(
@@ -288,10 +288,10 @@ class AugmentConfig(_Section):
         description="share of clips through a random microphone: parametric EQ, "
         "high-pass and band limit",
     )
-    gain_probability: float = Field(0.5, ge=0, le=1, description="share of clips with a gain")
+    gain_probability: float = Field(0.0, ge=0, le=1, description="share of clips with a gain")
     gain_db: str = Field("-18,6", description="gain range (dB, lo,hi); peaks clip at full scale")
     distortion_probability: float = Field(
-        0.1,
+        0.0,
         ge=0,
         le=1,
         description="share of clips with mild distortion or codec-like loss (saturation, "
