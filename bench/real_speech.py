@@ -168,6 +168,41 @@ VARIANTS: dict[str, dict] = {
         "sources": "results/bench_real/real_train_speakers:3:training",
         "manifest_dir": "results/bench_real/manifest_multi_real",
     },
+    # Piper speakers given higher voices (Praat "Change gender": formants and pitch):
+    # voice0 is the default data set without it, voice50 with half of them changed.
+    "voice0": _DEFAULT_DATA | {"piper_voice_change": 0.0},
+    **{
+        f"voice{int(100 * share)}{'' if n == 60 else f'_p{n}'}": _DEFAULT_DATA
+        | {
+            "piper_voice_change": share,
+            "piper_speakers": n,
+            "data_dir": f"results/bench_real/data_voice{int(100 * share)}_p{n}",
+            "manifest_dir": f"results/bench_real/manifest_voice{int(100 * share)}_p{n}",
+        }
+        for share, n in [(0.5, 60), (1.0, 60), (0.5, 120)]
+    },
+    # The speech embedding's top convolutions fine-tuned with the head (issue 13), on voice0's
+    # data set; embedding_mlp is the head.
+    **{
+        f"finetune{k}": _DEFAULT_DATA | {"piper_voice_change": 0.0, "embedding_finetune_layers": k}
+        for k in (1, 2, 5, 9)
+    },
+    # More espeak speakers on voice0's data set (250 -> 1000; synthesis is cheap, the cache is not)
+    "voice0_spk1000": _DEFAULT_DATA
+    | {
+        "piper_voice_change": 0.0,
+        "speakers": 1000,
+        "data_dir": "results/bench_real/data_default_spk1000",
+        "manifest_dir": "results/bench_real/manifest_default_spk1000",
+    },
+    "finetune5_spk1000": _DEFAULT_DATA
+    | {
+        "piper_voice_change": 0.0,
+        "embedding_finetune_layers": 5,
+        "speakers": 1000,
+        "data_dir": "results/bench_real/data_default_spk1000",
+        "manifest_dir": "results/bench_real/manifest_default_spk1000",
+    },
     # The tutorial's CNN on MFCC with the chain (cache: on the fly the chain costs ~0.25 s/step).
     "mfcc_llc_chain": {k: v for k, v in _MFCC.items() if k not in _TUT_AUG}
     | {"feature_source": "cache"},

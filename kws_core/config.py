@@ -102,6 +102,14 @@ class SyntheticConfig(_Section):
         description="speakers of Piper's neural voice (each says every word; speed and noise "
         "scales per speaker); needs the `voices` extra (piper-tts, GPL-3.0); 0 = espeak only",
     )
+    piper_voice_change: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the Piper speakers given a higher voice, as women's and "
+        "children's are (formants x1.1-1.3 and pitch median 165-300 Hz, by Praat's \"Change "
+        'gender"; praat-parselmouth, in the `voices` extra; measured no help on real speech)',
+    )
     heldout_dialects: str = Field(
         "en-gb-scotland,en-029",
         description="espeak-ng dialects kept out of training and spoken by the held-out voice "
@@ -233,6 +241,14 @@ class FeaturesConfig(_Section):
         description="embedding: ms between speech embeddings (a multiple of 10; 80 gives 3 per "
         "1 s clip, 40 gives 6); window_size_ms, window_stride_ms and feature_bin_count then "
         "do not apply",
+    )
+    embedding_finetune_layers: int = Field(
+        0,
+        ge=0,
+        le=9,
+        description="embedding: the speech embedding's top convolutions (0-9) trained with the "
+        "model, starting from Google's weights; 0 = the whole embedding frozen. The feature "
+        "cache then holds the activations below them",
     )
     cache_copies: int = Field(
         4, gt=0, description="augmented copies of each training clip in the feature cache"

@@ -164,7 +164,8 @@ class ExportGraphs:
         if self.spec.preprocess == "embedding":
             from kws_core.speech_embedding import tracked_models
 
-            module.front_end = tracked_models()  # the frozen speech-embedding weights
+            # the frozen speech-embedding weights (a fine-tuned top is part of the body)
+            module.front_end = tracked_models(self.spec.embedding_finetune_layers)
         return module
 
     def signatures(self) -> dict:

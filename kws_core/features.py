@@ -67,9 +67,11 @@ _FIELDS = (
     "feature_bin_count",
     "preprocess",
     "embedding_hop_ms",
+    "embedding_finetune_layers",
 )
-# Exports written before the embedding front end existed have no embedding_hop_ms.
-_FIELD_DEFAULTS = {"embedding_hop_ms": 80}
+# Exports written before the embedding front end existed have no embedding_hop_ms (and none
+# before fine-tuning existed has embedding_finetune_layers).
+_FIELD_DEFAULTS = {"embedding_hop_ms": 80, "embedding_finetune_layers": 0}
 
 
 def next_power_of_two(x: int) -> int:
@@ -91,6 +93,7 @@ class FeatureSpec:
     feature_bin_count: int = 40
     preprocess: str = "mfcc"
     embedding_hop_ms: int = 80
+    embedding_finetune_layers: int = 0  # top embedding convolutions the model trains
 
     def __post_init__(self) -> None:
         if self.preprocess not in PREPROCESS_MODES:
@@ -139,6 +142,8 @@ class FeatureSpec:
             )
         if self.preprocess == "embedding":
             self._check_embedding()
+        else:  # like embedding_hop_ms, it does not apply to the other front ends
+            object.__setattr__(self, "embedding_finetune_layers", 0)
         if self.preprocess == "mfcc":
             if self.feature_bin_count > MFCC_FILTERBANK_CHANNELS:
                 raise ConfigError(
@@ -185,6 +190,8 @@ class FeatureSpec:
                 "mel frame; use e.g. 40 or 80"
             )
         object.__setattr__(self, "embedding_hop_ms", int(hop))
+        top = se.check_top_layers(self.embedding_finetune_layers)
+        object.__setattr__(self, "embedding_finetune_layers", top)
         if self.spectrogram_length < 1:
             raise ConfigError(
                 f"data.clip_duration_ms: {self.clip_duration_ms} ms is shorter than one speech "
@@ -203,6 +210,7 @@ class FeatureSpec:
             feature_bin_count=f.feature_bin_count,
             preprocess=f.preprocess,
             embedding_hop_ms=f.embedding_hop_ms,
+            embedding_finetune_layers=f.embedding_finetune_layers,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,6 +235,11 @@ class FeatureSpec:
                 f"speech embedding, {self.spectrogram_length} x {self.fingerprint_width} "
                 f"(one every {self.embedding_hop_ms} ms), {self.sample_rate} Hz, "
                 f"{self.clip_duration_ms} ms clips"
+                + (
+                    f", below the top {self.embedding_finetune_layers} convolutions"
+                    if self.embedding_finetune_layers
+                    else ""
+                )
             )
         return (
             f"{self.preprocess} {self.feature_bin_count} bins, {self.sample_rate} Hz, "
@@ -298,9 +311,9 @@ class FeatureSpec:
     @property
     def fingerprint_width(self) -> int:
         if self.preprocess == "embedding":
-            from kws_core.speech_embedding import EMBEDDING_DIM
+            from kws_core.speech_embedding import cut_shape
 
-            return EMBEDDING_DIM
+            return math.prod(cut_shape(self.embedding_finetune_layers))
         if self.preprocess == "average":
             return int(math.ceil(self.fft_bin_count / self.average_window_width))
         return self.feature_bin_count
@@ -510,7 +523,7 @@ def _compute_graph(audio: tf.Tensor, spec: FeatureSpec) -> tf.Tensor:
     if spec.preprocess == "embedding":
         from kws_core.speech_embedding import MEL_HOP, embed
 
-        return embed(audio, spec.window_stride_samples // MEL_HOP)
+        return embed(audio, spec.window_stride_samples // MEL_HOP, spec.embedding_finetune_layers)
     magnitude, power = _power_spectrogram(audio, spec)
     if spec.preprocess == "mfcc":
         mel = _frame_matmul(magnitude, mfcc_mel_matrix(spec), frames)

@@ -45,6 +45,12 @@ def _synthetic_recipe(params: Params) -> dict:
         "clip_duration_ms": params.data.clip_duration_ms,
         "piper_speakers": s.piper_speakers,
         "heldout_dialects": s.heldout_dialect_list,
+        # only when it changes anything, so data sets made before it are still reused
+        **(
+            {"piper_voice_change": s.piper_voice_change}
+            if s.piper_voice_change and s.piper_speakers
+            else {}
+        ),
     }
 
 
@@ -169,6 +175,7 @@ def make_synthetic(params: Params, data_dir: Path, progress: bool = True) -> Raw
         workers=s.synthetic_workers,
         progress=progress,
         piper_speakers=s.piper_speakers,
+        piper_voice_change=s.piper_voice_change,
         dialects=training_dialects(params),
     )
     return RawDataset(data_dir, SYNTHETIC, False, _write_marker(data_dir, recipe))

@@ -51,6 +51,10 @@ POWER_FLOOR = 1e-10
 TOP_DB = 80.0
 LEAKY_ALPHA = 0.2
 ACTIVATION_FLOOR = -0.4
+CONVOLUTIONS = 20
+# Below the third pool the cached activations grow fast (14 x 4 x 72 per window at 9 layers,
+# 74 x 32 x 24 at the bottom), so at most the top 9 convolutions can be fine-tuned.
+MAX_TOP_LAYERS = 9
 
 
 def resource_path(name: str) -> Path:
@@ -177,46 +181,119 @@ def _mel_model():
     return model
 
 
+def _segment(first: int, stop: int, input_shape, name: str):
+    """Keras model of the embedding graph's convolutions `first` .. `stop - 1` (each with its
+    padding, activation and the pool after it), with the ONNX weights."""
+    import keras
+    from keras import layers
+
+    w = onnx_weights(EMBEDDING_FILE)
+    inputs = keras.Input(shape=input_shape, name=f"{name}_input")
+    x = inputs
+    pending = []  # (layer, weights) set once the layer is built
+    n_conv = n_pool = 0
+    for step in _conv_layers():
+        # an activation or pool belongs to the convolution before it
+        index = n_conv if step["op"] == "conv" else n_conv - 1
+        inside = first <= index < stop
+        if step["op"] == "conv":
+            n_conv += 1
+            if not inside:
+                continue
+            kernel = w[step["weight"]].transpose(2, 3, 1, 0)  # [out, in, h, w] -> [h, w, in, out]
+            top, left, bottom, right = step["pads"]
+            if any(step["pads"]):
+                x = layers.ZeroPadding2D(((top, bottom), (left, right)), name=f"pad_{index}")(x)
+            conv = layers.Conv2D(
+                kernel.shape[-1],
+                kernel.shape[:2],
+                use_bias=step["bias"] is not None,
+                name=f"conv_{index}",
+            )
+            x = conv(x)
+            pending.append((conv, [kernel] + ([w[step["bias"]]] if step["bias"] else [])))
+        elif step["op"] == "act":
+            if inside:
+                x = layers.LeakyReLU(negative_slope=step["alpha"], name=f"leaky_{index}")(x)
+                x = layers.Lambda(
+                    lambda t: keras.ops.maximum(t, ACTIVATION_FLOOR), name=f"floor_{index}"
+                )(x)
+        else:
+            if inside:
+                x = layers.MaxPooling2D(step["size"], step["strides"], name=f"pool_{n_pool}")(x)
+            n_pool += 1
+    model = keras.Model(inputs, x, name=name)
+    for layer, weights in pending:
+        layer.set_weights(weights)
+    return model
+
+
 @functools.lru_cache(maxsize=1)
 def _embedding_model():
     """Keras model: `[batch, 76, 32, 1]` scaled mel frames -> `[batch, 96]` embedding."""
     import keras
     from keras import layers
 
-    w = onnx_weights(EMBEDDING_FILE)
+    body = _segment(0, CONVOLUTIONS, (WINDOW_FRAMES, MEL_BINS, 1), "speech_embedding_convs")
     inputs = keras.Input(shape=(WINDOW_FRAMES, MEL_BINS, 1), name="mel_window")
-    x = inputs
-    pending = []  # (layer, kernel, bias) set once the layer is built
-    n_conv = n_pool = 0
-    for step in _conv_layers():
-        if step["op"] == "conv":
-            kernel = w[step["weight"]].transpose(2, 3, 1, 0)  # [out, in, h, w] -> [h, w, in, out]
-            top, left, bottom, right = step["pads"]
-            if any(step["pads"]):
-                x = layers.ZeroPadding2D(((top, bottom), (left, right)), name=f"pad_{n_conv}")(x)
-            conv = layers.Conv2D(
-                kernel.shape[-1],
-                kernel.shape[:2],
-                use_bias=step["bias"] is not None,
-                name=f"conv_{n_conv}",
-            )
-            x = conv(x)
-            pending.append((conv, [kernel] + ([w[step["bias"]]] if step["bias"] else [])))
-            n_conv += 1
-        elif step["op"] == "act":
-            x = layers.LeakyReLU(negative_slope=step["alpha"], name=f"leaky_{n_conv - 1}")(x)
-            x = layers.Lambda(
-                lambda t: keras.ops.maximum(t, ACTIVATION_FLOOR), name=f"floor_{n_conv - 1}"
-            )(x)
-        else:
-            x = layers.MaxPooling2D(step["size"], step["strides"], name=f"pool_{n_pool}")(x)
-            n_pool += 1
-    out = layers.Reshape((EMBEDDING_DIM,), name="embedding")(x)
+    out = layers.Reshape((EMBEDDING_DIM,), name="embedding")(body(inputs))
     model = keras.Model(inputs, out, name="speech_embedding")
-    for layer, weights in pending:
-        layer.set_weights(weights)
     model.trainable = False
     return model
+
+
+def check_top_layers(top_layers: int) -> int:
+    """`top_layers` as an int in 0..MAX_TOP_LAYERS, or a one-line ConfigError."""
+    from kws_core.errors import ConfigError
+
+    if (
+        isinstance(top_layers, bool)
+        or not isinstance(top_layers, int | np.integer)
+        or not (0 <= top_layers <= MAX_TOP_LAYERS)
+    ):
+        raise ConfigError(
+            f"features.embedding_finetune_layers: must be a whole number from 0 (frozen) to "
+            f"{MAX_TOP_LAYERS}, got {top_layers!r}"
+        )
+    return int(top_layers)
+
+
+def bottom_model(top_layers: int):
+    """The frozen part below the `top_layers` trained convolutions, cached like `mel_model`."""
+    return _built(functools.partial(_bottom_model, check_top_layers(top_layers)))
+
+
+@functools.lru_cache(maxsize=MAX_TOP_LAYERS + 1)
+def _bottom_model(top_layers: int):
+    model = _segment(
+        0,
+        CONVOLUTIONS - top_layers,
+        (WINDOW_FRAMES, MEL_BINS, 1),
+        f"speech_embedding_below_{top_layers}",
+    )
+    model.trainable = False
+    return model
+
+
+def cut_shape(top_layers: int) -> tuple[int, int, int]:
+    """`(height, width, channels)` of the activations below the top `top_layers` convolutions
+    (`(1, 1, 96)` for 0: the embedding itself)."""
+    if check_top_layers(top_layers) == 0:
+        return (1, 1, EMBEDDING_DIM)
+    return tuple(int(d) for d in bottom_model(top_layers).output.shape[1:])
+
+
+def top_model(top_layers: int):
+    """A new, trainable copy of the top `top_layers` convolutions with the pre-trained
+    weights: `[batch, *cut_shape]` -> `[batch, 96]` (one per model that fine-tunes them)."""
+    import keras
+    from keras import layers
+
+    shape = cut_shape(top_layers)
+    body = _segment(CONVOLUTIONS - top_layers, CONVOLUTIONS, shape, "speech_embedding_top")
+    inputs = keras.Input(shape=shape, name="embedding_below")
+    out = layers.Reshape((EMBEDDING_DIM,), name="embedding")(body(inputs))
+    return keras.Model(inputs, out, name="speech_embedding_top")
 
 
 def window_count(samples: int, hop_frames: int) -> int:
@@ -233,11 +310,13 @@ def floor_and_scale(windows):
     return tf.maximum(windows, top - TOP_DB) / 10.0 + 2.0
 
 
-def embed(audio, hop_frames: int):
+def embed(audio, hop_frames: int, top_layers: int = 0):
     """`[batch, samples]` float32 audio in [-1, 1] -> `[batch, windows, 96]` embeddings.
 
     Window k covers samples [k * hop_frames * 160, k * hop_frames * 160 + 12,512). Works eagerly,
     inside tf.function and inside exported graphs (the weights become constants in TFLite).
+    With `top_layers` > 0 the windows stop below the top `top_layers` convolutions (which a model
+    then trains): `[batch, windows, prod(cut_shape(top_layers))]`.
     """
     import tensorflow as tf
 
@@ -254,9 +333,11 @@ def embed(audio, hop_frames: int):
     index = np.arange(n)[:, None] * hop_frames + np.arange(WINDOW_FRAMES)[None, :]
     windows = tf.gather(mel, tf.constant(index, tf.int32), axis=1)  # [batch, n, 76, 32]
     x = tf.reshape(floor_and_scale(windows), [-1, WINDOW_FRAMES, MEL_BINS, 1])
+    if top_layers:
+        return tf.reshape(bottom_model(top_layers)(x), [-1, n, int(np.prod(cut_shape(top_layers)))])
     return tf.reshape(embedding_model()(x), [-1, n, EMBEDDING_DIM])
 
 
-def tracked_models() -> list:
+def tracked_models(top_layers: int = 0) -> list:
     """The Keras models `embed` uses (an exporting tf.Module must track their weights)."""
-    return [mel_model(), embedding_model()]
+    return [mel_model(), bottom_model(top_layers) if top_layers else embedding_model()]

@@ -22,8 +22,8 @@ from kws_core.evaluate import check_eval_dirs, score_eval_dirs
 from kws_core.faults import crash_point
 from kws_core.input_data import AudioProcessor
 from kws_core.labels import write_labels
-from kws_core.models import build_model, model_summary
-from kws_core.models.normalization import split
+from kws_core.models import EMBEDDING_NORM, build_model, model_summary
+from kws_core.models.normalization import set_inner_stats, split
 from kws_core.plots import confusion_matrix, confusion_table, format_confusion, plot_confusion
 
 
@@ -58,6 +58,7 @@ class TrainResult:
     champion: bool = False
 
 
+NORM_SAMPLE = 4000  # training rows that set a fine-tuned embedding's normalisation
 IN_PROGRESS = "in_progress.json"  # written when training starts, removed when it ends
 
 
@@ -173,7 +174,18 @@ def train(
     start_from = t.start_checkpoint or _interrupted_run(marker, params, manager, say)
     if not start_from:
         manager.reset()  # a fresh run: forget an earlier run's best and latest
-        if t.normalize_features:
+        if t.normalize_features and spec.embedding_finetune_layers:
+            # The outer normalisation stays the identity: the fine-tuned convolutions expect
+            # the activations as they are; their embeddings are normalised instead.
+            _, body = split(model)
+            if cache is not None:
+                n = len(cache.training)
+                rows = cache.training[:: max(n // NORM_SAMPLE, 1)]
+                batches = (rows[i : i + 500] for i in range(0, len(rows), 500))
+            else:
+                batches = (x for x, _ in processor.training_dataset(t.batch_size, -20, -1))
+            set_inner_stats(body, EMBEDDING_NORM, batches)
+        elif t.normalize_features:
             norm, _ = split(model)
             if cache is not None:
                 norm.set_stats(*cache.norm_stats)

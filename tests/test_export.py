@@ -201,13 +201,15 @@ def test_cli_freeze_prints_every_file_with_its_size(pcm_export, tmp_path):
     assert " MB" in run.stdout or " kB" in run.stdout
 
 
-@pytest.fixture(scope="module")
-def embedding_export(tmp_path_factory):
+# 0: the frozen embedding; 2: its top two convolutions fine-tuned inside the model
+@pytest.fixture(scope="module", params=[0, 2], ids=["frozen", "finetune2"])
+def embedding_export(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("embedding_export")
     p, manifest, data = _trained(
         root,
         preprocess="embedding",
         model_architecture="embedding_mlp",
+        embedding_finetune_layers=request.param,
         feature_source="cache",
         how_many_training_steps="150,50",
         dropout_rate=0.1,
@@ -222,6 +224,20 @@ def test_embedding_export_runs_pcm_to_scores_in_builtin_ops(embedding_export):
     meta = json.loads(result.meta.read_text())
     assert meta["architecture"] == "embedding_mlp" and meta["features"]["preprocess"] == "embedding"
     assert meta["models"]["model_float.tflite"]["input"]["shape"] == [1, 16000]
+    top = p.features.embedding_finetune_layers
+    assert meta["features"]["embedding_finetune_layers"] == top
+    assert meta["features"]["fingerprint_width"] == (96 if top == 0 else 8 * 2 * 96)
+    if top:  # training moved the fine-tuned convolutions away from Google's weights
+        from kws_core.models.normalization import split
+        from kws_core.speech_embedding import top_model
+
+        _, body = split(load_model(p, "best")[0])
+        tuned = body.get_layer("speech_embedding_top").trainable_weights
+        start = top_model(top).trainable_weights
+        assert len(tuned) == len(start) == 3  # two kernels and a bias
+        assert all(
+            np.abs(a.numpy() - b.numpy()).max() > 1e-4 for a, b in zip(tuned, start, strict=True)
+        )
     sm = ExportedModel.load(result.saved_model, result.labels).scores(pcm)
     tfl = ExportedModel.load(result.tflite_float, result.labels).scores(pcm)
     np.testing.assert_array_equal(sm.argmax(1), want)

@@ -111,6 +111,36 @@ def test_feature_spec_for_the_embedding_front_end():
         FeatureSpec(preprocess="embedding", clip_duration_ms=500, window_size_ms=30)
 
 
+@pytest.mark.parametrize("top", [1, 2, 5, 9])
+def test_fine_tunable_top_on_the_frozen_bottom_equals_the_whole_embedding(top):
+    x = se.floor_and_scale(tf.constant(np.random.default_rng(top).normal(-40, 15, (3, 76, 32))))
+    x = tf.reshape(x, [-1, 76, 32, 1])
+    whole = se.embedding_model()(x).numpy()
+    bottom, head = se.bottom_model(top), se.top_model(top)
+    assert tuple(bottom.output.shape[1:]) == se.cut_shape(top)
+    assert not bottom.trainable_weights and head.trainable_weights
+    np.testing.assert_allclose(head(bottom(x)).numpy(), whole, atol=1e-5)
+    # each model gets its own trainable copy: training one leaves the next at Google's weights
+    assert se.top_model(top).trainable_weights[0] is not head.trainable_weights[0]
+    # the feature spec and the front end agree on the activations' size
+    spec = FeatureSpec(preprocess="embedding", embedding_finetune_layers=top)
+    assert spec.shape == (3, int(np.prod(se.cut_shape(top))))
+    audio = speech_like(16000)[None]
+    assert compute_features(audio, spec).shape == (1, *spec.shape)
+
+
+def test_fine_tune_layers_are_checked_and_only_apply_to_the_embedding():
+    with pytest.raises(ConfigError, match="embedding_finetune_layers.*0 .*9"):
+        FeatureSpec(preprocess="embedding", embedding_finetune_layers=10)
+    assert (
+        FeatureSpec(preprocess="mfcc", embedding_finetune_layers=3).embedding_finetune_layers == 0
+    )
+    spec = FeatureSpec(preprocess="embedding", embedding_finetune_layers=1)
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    old = {k: v for k, v in FeatureSpec().to_dict().items() if k != "embedding_finetune_layers"}
+    assert FeatureSpec.from_dict(old) == FeatureSpec()  # exports from before the key existed
+
+
 def test_stream_embeddings_are_each_computed_once_and_equal_the_per_clip_ones():
     spec = FeatureSpec(preprocess="embedding", embedding_hop_ms=80)
     stream = np.concatenate([speech_like(16000, seed=s) for s in range(4)])

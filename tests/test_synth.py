@@ -509,5 +509,47 @@ def test_piper_speakers_are_reproducible_and_vary(tmp_path):
     table = pd.read_csv(tmp_path / "a" / "quality.csv")
     assert table.set_index("voice").loc["piper-joe", "generated"] == 4
     piper_rows = (tmp_path / "a" / "piper_speakers.csv").read_text().splitlines()
-    assert piper_rows[0] == "id,noise_scale,noise_w_scale,length_scale,speed"
+    assert piper_rows[0] == "id,noise_scale,noise_w_scale,length_scale,speed,formant_shift,pitch_hz"
     assert len(piper_rows) == 3
+
+
+def test_piper_voice_change_gives_higher_voices_reproducibly(tmp_path):
+    pytest.importorskip("piper", reason="the voices extra (piper-tts) is not installed")
+    parselmouth = pytest.importorskip("parselmouth", reason="the voices extra is not installed")
+    from parselmouth.praat import call
+
+    from kws_core.synth.piper import make_piper_speakers
+
+    plain, half = make_piper_speakers(40, 0), make_piper_speakers(40, 0, voice_change=0.5)
+    assert 10 <= sum(s.changed for s in half) <= 30 and not any(s.changed for s in plain)
+    # the share changes nothing else about a speaker
+    assert [(s.id, s.noise_scale, s.speed) for s in plain] == [
+        (s.id, s.noise_scale, s.speed) for s in half
+    ]
+    changed = [s for s in half if s.changed]
+    assert all(1.1 <= s.formant_shift <= 1.3 and 165 <= s.pitch_hz <= 300 for s in changed)
+
+    kw = dict(words=["yes"], speakers=1, piper_speakers=1, noise_duration_s=1, progress=False)
+    low = generate_synthetic_dataset(tmp_path / "low", workers=1, **kw)
+    high = generate_synthetic_dataset(tmp_path / "high", workers=1, piper_voice_change=1.0, **kw)
+    again = generate_synthetic_dataset(tmp_path / "again", workers=2, piper_voice_change=1.0, **kw)
+    assert low.n_clips == high.n_clips == again.n_clips == 2
+
+    def median_pitch(folder):
+        (path,) = [p for p in (folder / "yes").glob("*.wav") if p.stem.startswith(sid)]
+        sound = parselmouth.Sound(str(path))
+        return call(call(sound, "To Pitch", 0.0, 75, 600), "Get quantile", 0, 0, 0.5, "Hertz")
+
+    (speaker,) = make_piper_speakers(1, 0, voice_change=1.0)
+    sid = speaker.id
+    assert median_pitch(tmp_path / "low") < 140  # joe's own voice
+    assert abs(median_pitch(tmp_path / "high") - speaker.pitch_hz) < 0.15 * speaker.pitch_hz
+    name = f"{sid}_nohash_0.wav"
+    assert (tmp_path / "high/yes" / name).read_bytes() == (
+        tmp_path / "again/yes" / name
+    ).read_bytes()
+    assert "1 of them with a higher voice" in (tmp_path / "high/README.md").read_text()
+    table = pd.read_csv(tmp_path / "high" / "quality.csv")
+    assert "piper-joe-higher" in set(table["voice"])
+    with pytest.raises(KwsError, match="piper_voice_change must be a share"):
+        generate_synthetic_dataset(tmp_path / "bad", piper_voice_change=1.5, **kw)

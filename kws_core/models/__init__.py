@@ -85,9 +85,46 @@ def build_model(params):
     labels = prepare_words_list(params.data.wanted_word_list)
     spec = FeatureSpec.from_params(params)
     frames, bins = spec.shape
+    top = spec.embedding_finetune_layers
+    if top:
+        from kws_core.speech_embedding import EMBEDDING_DIM
+
+        bins = EMBEDDING_DIM  # the architecture sees embeddings, made by the fine-tuned top
     settings = ModelSettings.from_params(params, len(labels), frames, bins)
     body = create_model(params.train.model_architecture, settings)
+    if top:
+        body = with_embedding_top(body, top, frames)
     return with_normalization(body), labels, spec
+
+
+EMBEDDING_NORM = "embedding_norm"
+
+
+def with_embedding_top(head: keras.Model, top_layers: int, windows: int) -> keras.Model:
+    """`head` behind a trainable copy of the speech embedding's top `top_layers` convolutions:
+    `[windows, activations below them]` -> embeddings -> per-value normalisation -> `head`.
+
+    The outer FeatureNormalization stays the identity for such a model (the pre-trained
+    convolutions expect the activations as they are); `EMBEDDING_NORM` normalises their output.
+    """
+    from kws_core.models.normalization import FeatureNormalization
+    from kws_core.speech_embedding import EMBEDDING_DIM, cut_shape, top_model
+
+    shape = cut_shape(top_layers)
+    inputs = keras.Input(shape=(windows, math.prod(shape)), name="embedding_below")
+    # every window through the same convolutions: fold the windows into the batch
+    x = keras.layers.Reshape((windows, *shape), name="windows_4d")(inputs)
+    x = keras.layers.Lambda(
+        lambda t: keras.ops.reshape(t, (-1, *shape)), output_shape=shape, name="fold_windows"
+    )(x)
+    x = top_model(top_layers)(x)
+    x = keras.layers.Lambda(
+        lambda t: keras.ops.reshape(t, (-1, windows, EMBEDDING_DIM)),
+        output_shape=(windows, EMBEDDING_DIM),
+        name="unfold_windows",
+    )(x)
+    x = FeatureNormalization(name=EMBEDDING_NORM)(x)
+    return keras.Model(inputs, head(x), name=head.name)
 
 
 def _macs(layer: keras.layers.Layer) -> int:

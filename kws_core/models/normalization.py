@@ -63,3 +63,11 @@ def with_normalization(body: keras.Model) -> keras.Model:
 def split(model: keras.Model) -> tuple[FeatureNormalization, keras.Model]:
     """The normalisation layer and the architecture behind it (for export)."""
     return model.get_layer(NAME), model.layers[-1]
+
+
+def set_inner_stats(body: keras.Model, name: str, batches) -> None:
+    """Set FeatureNormalization `name` inside `body` from what reaches it for `batches` of
+    `body`'s inputs (e.g. the embeddings a fine-tuned top makes of cached activations)."""
+    layer = body.get_layer(name)
+    upstream = keras.Model(body.input, layer.input)
+    layer.set_stats(*feature_stats(upstream(np.asarray(x), training=False) for x in batches))

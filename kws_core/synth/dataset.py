@@ -320,9 +320,11 @@ def _write_metadata(
     if piper_speakers:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["id", "noise_scale", "noise_w_scale", "length_scale", "speed"])
+        fields = ["noise_scale", "noise_w_scale", "length_scale", "speed", "formant_shift"]
+        writer.writerow(["id", *fields, "pitch_hz"])
         for p in piper_speakers:
-            writer.writerow([p.id, p.noise_scale, p.noise_w_scale, p.length_scale, p.speed])
+            # pitch_hz 0 is joe's own pitch: left empty
+            writer.writerow([p.id, *(getattr(p, f) for f in fields), p.pitch_hz or ""])
         (root / PIPER_SPEAKERS_FILE).write_text(buf.getvalue(), encoding="utf-8")
     (root / QUALITY_FILE).write_text(quality_table(quality).to_csv(index=False), encoding="utf-8")
 
@@ -332,7 +334,9 @@ def _write_metadata(
     rejected = sum(r["generated"] - r["kept"] for r in quality)
     piper_line = (
         f"- Piper: {len(piper_speakers)} speakers of the neural `joe` voice (piper-tts), each a "
-        f"draw of noise / length scales and a playback speed, listed in `{PIPER_SPEAKERS_FILE}`.\n"
+        f"draw of noise / length scales and a playback speed; "
+        f"{sum(p.changed for p in piper_speakers)} of them with a higher voice (formants and "
+        f"pitch moved by Praat), listed in `{PIPER_SPEAKERS_FILE}`.\n"
         if piper_speakers
         else ""
     )
@@ -413,6 +417,7 @@ def generate_synthetic_dataset(
     progress: bool = True,
     piper_speakers: int = 0,
     dialects: Sequence[str] | None = None,
+    piper_voice_change: float = 0.0,
 ) -> SynthReport:
     """Write a Speech Commands-style data set of espeak-ng (and Piper) voices to `out_dir`.
 
@@ -420,7 +425,8 @@ def generate_synthetic_dataset(
     leaves the previous contents or nothing. Speakers are rendered in `workers` processes, one
     task per speaker; the output is byte-identical for the same arguments, whatever `workers`.
     `dialects` limits the espeak speakers to those English dialects (None: all);
-    `piper_speakers` adds speakers of Piper's neural voice (needs the `voices` extra).
+    `piper_speakers` adds speakers of Piper's neural voice (needs the `voices` extra), a
+    `piper_voice_change` share of them with a higher voice.
     Clips failing `quality_problem` are not written; `quality.csv` counts them per voice.
     """
     out, words_t, clip_len = _check_args(
@@ -438,12 +444,14 @@ def generate_synthetic_dataset(
         raise KwsError(f"piper_speakers must be a whole number >= 0, got {piper_speakers!r}")
     started = time.perf_counter()
     voices = make_speakers(int(speakers), int(seed), dialects=dialects)
-    pipers = make_piper_speakers(int(piper_speakers), int(seed))
+    if not isinstance(piper_voice_change, int | float) or not 0 <= piper_voice_change <= 1:
+        raise KwsError(f"piper_voice_change must be a share in [0, 1], got {piper_voice_change!r}")
+    pipers = make_piper_speakers(int(piper_speakers), int(seed), float(piper_voice_change))
     espeak.EspeakEngine().close()  # fail fast, in the parent, if the library is unusable
     if pipers:
         from kws_core.synth.piper import check_available
 
-        check_available()
+        check_available(voice_change=any(p.changed for p in pipers))
     n_clips = len(words_t) * (len(voices) + len(pipers)) * utterances_per_speaker
 
     with atomic_dir(out) as tmp:
