@@ -90,7 +90,9 @@ def parse_sources(value: str) -> list[SourceSpec]:
 class SyntheticConfig(_Section):
     """The embedded default data set: espeak-ng speakers in the Speech Commands layout."""
 
-    speakers: int = Field(250, ge=1, description="synthetic speakers (each says every word)")
+    speakers: int = Field(
+        1000, ge=1, description="synthetic espeak-ng speakers (each says every word)"
+    )
     utterances_per_speaker: int = Field(1, ge=1, description="repetitions of each word per speaker")
     synthetic_words: str = Field(" ".join(SPEECH_COMMANDS_WORDS), description="words to say")
     synthetic_seed: int = Field(0, description="seed of the synthetic set (same seed, same bytes)")
@@ -243,7 +245,7 @@ class FeaturesConfig(_Section):
         "do not apply",
     )
     embedding_finetune_layers: int = Field(
-        0,
+        5,
         ge=0,
         le=9,
         description="embedding: the speech embedding's top convolutions (0-9) trained with the "
