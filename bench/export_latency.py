@@ -6,7 +6,7 @@ For each architecture: build it for the default params (12 labels, mfcc 98x40; w
 initialised: size and speed do not depend on training), convert it as `kws freeze` does
 (SavedModel, TFLite float, TFLite int8 calibrated on noise clips) and time one clip through each
 `--runs` times after a warm-up, reporting the median and the 10th-90th percentile spread. TFLite
-runs as `kws_core.exported.tflite_interpreter` opens it (1 thread; XNNPACK for float models,
+runs as `kws_core.export.loader.tflite_interpreter` opens it (1 thread; XNNPACK for float models,
 TFLite's own int8 kernels for quantized ones),
 the SavedModel through its serving signature (TensorFlow eager call, all cores).
 
@@ -41,7 +41,7 @@ def _time(fn, runs: int) -> dict[str, float]:
 
 
 def _tflite_runner(content: bytes, clip: np.ndarray | None):
-    from kws_core.exported import tflite_interpreter
+    from kws_core.export.loader import tflite_interpreter
 
     interp = tflite_interpreter(model_content=content)
     inp = interp.get_input_details()[0]
@@ -62,8 +62,8 @@ def _tflite_runner(content: bytes, clip: np.ndarray | None):
 def _stream_rtf(sm_dir: Path, tflite: bytes, stream_s: float, tmp: Path) -> dict[str, float]:
     import json as _json
 
-    from kws_core.exported import ExportedModel
-    from kws_core.features import FeatureSpec
+    from kws_core.export.loader import ExportedModel
+    from kws_core.features.front_end import FeatureSpec
     from kws_core.streaming.run import score_stream
 
     spec = FeatureSpec()
@@ -82,9 +82,9 @@ def bench_arch(arch: str, runs: int, calib: np.ndarray, stream_s: float) -> dict
     import tensorflow as tf
 
     from kws_core.config import load_params
-    from kws_core.export import ExportGraphs
-    from kws_core.models import build_model, model_summary
-    from kws_core.models.normalization import split
+    from kws_core.export.writer import ExportGraphs
+    from kws_core.training.models import build_model, model_summary
+    from kws_core.training.models.normalization import split
 
     params = load_params(None, {"model_architecture": arch})
     model, labels, spec = build_model(params)
@@ -126,7 +126,7 @@ def bench_arch(arch: str, runs: int, calib: np.ndarray, stream_s: float) -> dict
 
 
 def main() -> None:
-    from kws_core.models import model_names
+    from kws_core.training.models import model_names
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=200)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kws_core.audio import write_wav
-from kws_core.synth.espeak import resample
+from kws_core.data.synth.espeak import resample
+from kws_core.infra.wav import write_wav
 
 KEYWORDS = "yes no up down left right on off stop go".split()
 OTHERS = (

@@ -99,10 +99,10 @@ def spread(values: list[float], digits: int = 2) -> dict[str, float]:
 def default_processor(params):
     """(model, spec, AudioProcessor) for `params` on the manifest of `make run`: the training
     input pipeline the benchmarks time."""
-    from kws_core.input_data import AudioProcessor
-    from kws_core.manifest import load_manifest
-    from kws_core.models import build_model
+    from kws_core.data.manifest import load_manifest
+    from kws_core.features.augmented_audio import AudioProcessor
     from kws_core.steps import manifest_path
+    from kws_core.training.models import build_model
 
     model, labels, spec = build_model(params)
     data_dir = params.resolve(params.data.data_dir)

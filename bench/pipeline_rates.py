@@ -57,8 +57,8 @@ def main() -> None:
     import tensorflow as tf
 
     from kws_core.config import load_params
-    from kws_core.features import compute_features
-    from kws_core.manifest import load_manifest
+    from kws_core.data.manifest import load_manifest
+    from kws_core.features.front_end import compute_features
     from kws_core.steps import manifest_path
 
     ap = argparse.ArgumentParser()
@@ -134,7 +134,7 @@ def main() -> None:
     cache_dir = params.resolve(params.features.cache_dir)
     cache = None
     if cache_dir.exists():
-        from kws_core.feature_cache import build_feature_cache
+        from kws_core.features.cache import build_feature_cache
 
         manifest = load_manifest(manifest_path(params))
         cache = build_feature_cache(params, manifest, params.resolve(params.data.data_dir), False)

@@ -24,7 +24,7 @@ def main() -> None:
     import tensorflow as tf
 
     from kws_core.config import load_params
-    from kws_core.features import compute_features
+    from kws_core.features.front_end import compute_features
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--params", default="params.yaml")

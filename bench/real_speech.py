@@ -21,8 +21,8 @@ from pathlib import Path
 from results_log import append_run
 
 from kws_core.config import load_params
-from kws_core.manifest import load_manifest
-from kws_core.recording import CHAIN_OFF
+from kws_core.data.manifest import load_manifest
+from kws_core.features.recording import CHAIN_OFF
 from kws_core.steps import dataset_step, manifest_path, manifest_step
 
 # The tutorial's augmentation only (shift + background volume): what every variant below up to
@@ -219,7 +219,7 @@ def heldout_score(params, evals: dict) -> float | None:
 def piper_in_training(params, variant: str) -> bool:
     """From the recipe the data set was generated with (its marker), not from params: a bench
     may reuse a data set made before piper_speakers existed."""
-    from kws_core.fetch import read_marker
+    from kws_core.data.fetch import read_marker
 
     marker = read_marker(params.resolve(params.data.data_dir)) or {}
     return "piper" in variant or marker.get("recipe", {}).get("piper_speakers", 0) > 0
@@ -240,8 +240,8 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from kws_core.evaluate import evaluate_dir
-    from kws_core.train import train
+    from kws_core.training.evaluate import evaluate_dir
+    from kws_core.training.loop import train
 
     real_dirs = [Path(d) for d in args.real_dir if Path(d).is_dir()]
     out = Path(args.out)

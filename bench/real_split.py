@@ -16,7 +16,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from kws_core.partition import speaker_of
+from kws_core.data.partition import speaker_of
 
 MARKER = ".real_split"
 

@@ -15,7 +15,7 @@ import platform
 import re
 from pathlib import Path
 
-from kws_core.recording import CHAIN_OFF
+from kws_core.features.recording import CHAIN_OFF
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -249,7 +249,7 @@ def targets_table(r: dict[str, dict]) -> tuple[list[str], list[str]]:
     ):
         reasons.append(
             "- **Training peak RSS on the fly**: 0.64 GiB is the process after importing "
-            "TensorFlow, Keras and `kws_core.train`, before any data (measured with "
+            "TensorFlow, Keras and `kws_core.training.loop`, before any data (measured with "
             "`ru_maxrss`); the rest is the training audio held in RAM (int16), the "
             "validation/test features, the parallel pipeline's in-flight batches (each "
             "[100, 98, 257] complex STFT is 20 MB) and the XLA-compiled mix. Training from the "

@@ -32,7 +32,7 @@ import numpy as np
 from results_log import append_run
 
 import kws_core  # noqa: F401  (before TensorFlow: sets its oneDNN default)
-from kws_core.export import export_untrained
+from kws_core.export.writer import export_untrained
 
 Block = tuple[np.ndarray, list[tuple[str, int]]]  # samples, ground truth (label, stream ms)
 
@@ -59,8 +59,8 @@ def word_blocks(params, labels: list[str], n_blocks: int, block_s: float, seed: 
     when there is no manifest to take words from."""
     import pandas as pd
 
-    from kws_core.errors import DataError
-    from kws_core.manifest import load_manifest
+    from kws_core.data.manifest import load_manifest
+    from kws_core.infra.errors import DataError
     from kws_core.steps import manifest_path
     from kws_core.streaming.generate import generate_stream
 
@@ -146,7 +146,7 @@ def soak(model, params, blocks: Iterator[Block]) -> dict:
 
 def main() -> None:
     from kws_core.config import load_params
-    from kws_core.exported import ExportedModel
+    from kws_core.export.loader import ExportedModel
     from kws_core.streaming.score import score_detections
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from kws_core.config import load_params
-from kws_core.manifest import load_manifest
-from kws_core.models import model_names
+from kws_core.data.manifest import load_manifest
 from kws_core.steps import manifest_path
+from kws_core.training.models import model_names
 
 
 def main() -> None:
@@ -30,8 +30,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/train_archs.json")
     args = ap.parse_args()
 
-    from kws_core.evaluate import evaluate_dir
-    from kws_core.train import train
+    from kws_core.training.evaluate import evaluate_dir
+    from kws_core.training.loop import train
 
     rows = []
     for arch in args.archs.split(","):

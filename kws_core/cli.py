@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from kws_core.config import LEAF_KEYS, Params, load_params
-from kws_core.errors import KwsError
+from kws_core.infra.errors import KwsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,7 +110,7 @@ def _load(args: argparse.Namespace, overrides: list[str]) -> Params:
 
 
 def cmd_synth_dataset(params: Params, args: argparse.Namespace) -> int:
-    from kws_core.raw_dataset import make_synthetic
+    from kws_core.data.prepare import make_synthetic
 
     out = Path(args.output_dir) if args.output_dir else params.resolve(params.data.data_dir)
     t0 = time.perf_counter()
@@ -156,13 +156,16 @@ def cmd_validate(params: Params, args: argparse.Namespace) -> int:
 def cmd_features(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import features_step
 
-    cache = features_step(params, progress=not args.no_progress)
+    _print_cache(features_step(params, progress=not args.no_progress))
+    return 0
+
+
+def _print_cache(cache) -> None:
     verb = "reused" if cache.reused else f"built in {cache.meta['seconds']:.1f} s"
     clips = ", ".join(f"{p} {n}" for p, n in cache.clips().items())
     print(f"feature cache {cache.path} ({verb})")
     print(f"size          {cache.size_bytes / 1e6:.1f} MB ({cache.meta['dtype']})")
     print(f"clips         {clips} (training x {cache.meta['copies']} augmented copies)")
-    return 0
 
 
 def _print_train(result) -> None:
@@ -208,7 +211,7 @@ def cmd_train(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
-    from kws_core.evaluate import evaluate_dir
+    from kws_core.training.evaluate import evaluate_dir
 
     out = params.resolve(params.train.train_dir) / "evaluate_confusion_matrix.png"
     result = evaluate_dir(params, Path(args.test_dir), args.checkpoint, png=out)
@@ -219,8 +222,8 @@ def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_wav_to_spectrogram(params: Params, args: argparse.Namespace) -> int:
-    from kws_core.features import FeatureSpec
-    from kws_core.spectrogram import wav_to_spectrogram
+    from kws_core.features.front_end import FeatureSpec
+    from kws_core.features.spectrogram import wav_to_spectrogram
 
     notes = wav_to_spectrogram(args.input_wav, args.output_png, FeatureSpec.from_params(params))
     for note in notes:
@@ -230,7 +233,7 @@ def cmd_wav_to_spectrogram(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_label_wav(params: Params, args: argparse.Namespace) -> int:
-    from kws_core.label_wav import label_wavs
+    from kws_core.export.label_wav import label_wavs
 
     results = label_wavs(args.graph, args.labels, args.wav, args.how_many_labels)
     for r in results:
@@ -277,7 +280,7 @@ def cmd_generate_streaming_test_wav(params: Params, args: argparse.Namespace) ->
 
 
 def cmd_test_streaming_accuracy(params: Params, args: argparse.Namespace) -> int:
-    from kws_core.exported import ExportedModel
+    from kws_core.export.loader import ExportedModel
     from kws_core.streaming.report import stream_accuracy
 
     model = ExportedModel.load(args.graph, args.labels)
@@ -334,8 +337,10 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     if not report.success:
         print("training skipped: fix the data-quality failures first")
         return 1
-    from kws_core.steps import train_step
+    from kws_core.steps import features_step, train_step
 
+    print("\n== features ==")  # as the Dagster run and `dvc repro` do
+    _print_cache(features_step(params, progress=progress))
     print("\n== training ==")
     comparison = train_step(params, progress=progress, track=not args.no_mlflow)
     print("\n== kws run-all results ==")
@@ -389,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # TFLite converter deprecation chatter, not the user's concern
         logging.getLogger("absl").setLevel(logging.ERROR)
-    from kws_core.tf_import import import_tensorflow_quietly
+    from kws_core.infra.tf_import import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     try:

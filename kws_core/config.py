@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from kws_core.errors import ConfigError
+from kws_core.infra.errors import ConfigError
 
 SILENCE_LABEL = "_silence_"
 UNKNOWN_LABEL = "_unknown_"
@@ -260,7 +260,7 @@ class FeaturesConfig(_Section):
     )
 
 
-# The recording chain's steps (kws_core.recording), each on with its own probability.
+# The recording chain's steps (kws_core.features.recording), each on with its own probability.
 CHAIN_PROBABILITIES = (
     "speed_probability",
     "pitch_probability",
@@ -718,6 +718,6 @@ def params_to_dict(params: Params) -> dict[str, Any]:
 
 
 def write_params(params: Params, path: str | Path) -> None:
-    from kws_core.atomic import atomic_write_text
+    from kws_core.infra.atomic import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(params_to_dict(params), sort_keys=False))

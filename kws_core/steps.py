@@ -8,11 +8,17 @@ from pathlib import Path
 import pandas as pd
 
 from kws_core.config import Params
-from kws_core.locks import output_lock
-from kws_core.manifest import ManifestResult, build_manifest, label_counts, load_manifest
-from kws_core.manifest import write_manifest as _write_manifest
-from kws_core.quality import ValidationReport, validate_manifest
-from kws_core.raw_dataset import RawDataset, prepare_dataset
+from kws_core.data.manifest import (
+    ManifestResult,
+    build_manifest,
+    label_counts,
+    load_manifest,
+    manifest_path,
+)
+from kws_core.data.manifest import write_manifest as _write_manifest
+from kws_core.data.prepare import RawDataset, prepare_dataset
+from kws_core.data.validate import ValidationReport, validate_manifest
+from kws_core.infra.locks import output_lock
 
 
 @dataclass
@@ -35,8 +41,18 @@ def manifest_step(params: Params, progress: bool = True) -> ManifestOutputs:
     return ManifestOutputs(result, paths)
 
 
-def manifest_path(params: Params) -> Path:
-    return params.resolve(params.data.manifest_dir) / "manifest.parquet"
+def ensure_manifest(params: Params, verb: str, progress: bool = True) -> pd.DataFrame:
+    """The manifest, made first (data set and manifest, in one line) when it is missing: a
+    verb that reads it prepares its data itself, as the tutorial's train.py does."""
+    path = manifest_path(params)
+    if not path.exists():
+        print(
+            f"kws {verb}: no manifest at {path}; preparing the data first "
+            "(kws dataset, kws manifest)",
+            flush=True,
+        )
+        return manifest_step(params, progress=progress).result.manifest
+    return load_manifest(path)
 
 
 def validate_step(params: Params, manifest: pd.DataFrame | None = None) -> ValidationReport:
@@ -53,7 +69,7 @@ def format_counts(manifest: pd.DataFrame) -> str:
 
 def format_sources(result: ManifestResult) -> list[str]:
     """Clips per origin when data.sources adds folders, and the synthetic quality gate."""
-    from kws_core.manifest import origin_counts
+    from kws_core.data.manifest import origin_counts
 
     lines = []
     origins = origin_counts(result.manifest)
@@ -86,13 +102,13 @@ def train_step(
     params: Params, progress: bool = True, track: bool = True, tags: dict[str, str] | None = None
 ):
     """Train every architecture of train.architectures (default: model_architecture) on the
-    manifest written by manifest_step; returns a `kws_core.compare.Comparison`."""
-    from kws_core.compare import train_architectures
-    from kws_core.models import check_architecture
+    manifest written by manifest_step; returns a `kws_core.training.compare.Comparison`."""
+    from kws_core.training.compare import train_architectures
+    from kws_core.training.models import check_architecture
 
     for arch in params.train.architecture_list:  # before the manifest is read
         check_architecture(arch)
-    manifest = load_manifest(manifest_path(params))
+    manifest = ensure_manifest(params, "train", progress)
     data_dir = params.resolve(params.data.data_dir)
     with output_lock(params.resolve(params.train.train_dir), "train"):
         return train_architectures(
@@ -102,8 +118,8 @@ def train_step(
 
 def freeze_step(params: Params, progress: bool = True):
     """Export the champion's best checkpoint (or train.start_checkpoint) as `kws freeze`."""
-    from kws_core.compare import champion_params
-    from kws_core.export import export_model
+    from kws_core.export.writer import export_model
+    from kws_core.training.compare import champion_params
 
     chosen = champion_params(params)
     manifest = load_manifest(manifest_path(params)) if params.export.quantize else None
@@ -134,9 +150,9 @@ def streams_step(params: Params):
 
 def features_step(params: Params, progress: bool = True):
     """Build or reuse the augmented feature cache (features.cache_dir) that training reads."""
-    from kws_core.feature_cache import build_feature_cache
+    from kws_core.features.cache import build_feature_cache
 
-    manifest = load_manifest(manifest_path(params))
+    manifest = ensure_manifest(params, "features", progress)
     data_dir = params.resolve(params.data.data_dir)
     with output_lock(params.resolve(params.features.cache_dir), "features"):
         return build_feature_cache(params, manifest, data_dir, progress=progress)

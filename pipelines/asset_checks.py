@@ -8,8 +8,8 @@ import json
 
 import dagster as dg
 
-from kws_core.compare import champion_params
 from kws_core.steps import validate_step
+from kws_core.training.compare import champion_params
 from pipelines.assets.data import partition_manifest
 from pipelines.assets.streaming import streaming_eval_report
 from pipelines.assets.training import trained_model

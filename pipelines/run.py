@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from kws_core.errors import KwsError
+from kws_core.infra.errors import KwsError
 
 INSTANCE_CONFIG = """\
 telemetry:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         help="one process per step, independent assets in parallel (default: in-process)",
     )
     args = ap.parse_args(argv)
-    from kws_core.tf_import import import_tensorflow_quietly
+    from kws_core.infra.tf_import import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     params_path = Path(args.params).resolve()

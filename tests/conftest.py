@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from kws_core.recording import CHAIN_OFF  # noqa: E402
+from kws_core.features.recording import CHAIN_OFF  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,7 @@ def tone(seed: str, n: int = 16000, rate: int = 16000, freq: float | None = None
 
 
 def write_clip(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
-    from kws_core.audio import write_wav
+    from kws_core.infra.wav import write_wav
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_wav(path, samples, rate)
@@ -102,3 +103,13 @@ def realdata() -> Path:
     if not (REALDATA / "speech_commands_test_v0.02_dev").is_dir():
         pytest.skip("shared/realdata is not present")
     return REALDATA
+
+
+def copy_dvc_project(repo: Path) -> None:
+    """The repo's dvc.yaml, .dvcignore and the kws_core code its stages list as deps, into
+    `repo` (the `kws` commands still run the installed package)."""
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(REPO / ".dvcignore", repo / ".dvcignore")
+    shutil.copytree(
+        REPO / "kws_core", repo / "kws_core", ignore=shutil.ignore_patterns("__pycache__")
+    )

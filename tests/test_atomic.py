@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from kws_core.atomic import atomic_dir, atomic_write_text
+from kws_core.infra.atomic import atomic_dir, atomic_write_text
 
 
 def test_atomic_file_replaces_only_on_success_with_normal_permissions(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from kws_core.audio import WavError, inspect_wav, read_wav, write_wav
+from kws_core.infra.wav import WavError, inspect_wav, read_wav, write_wav
 
 
 def good(tmp_path, n=16000):

@@ -102,7 +102,6 @@ def test_failed_validation_exits_1_with_plain_words(tiny_dataset, tmp_path, caps
         (["validate"], "run `kws manifest` first"),
         (["manifest", "stray"], "unexpected argument 'stray'"),
         (["train", "--model_architecture=foo"], "model_architecture 'foo' is unknown"),
-        (["train"], "run `kws manifest` first"),
         (["evaluate", "--test_dir=nope"], "no checkpoint recorded"),
         (["train", "--profile=missing.yaml"], "missing.yaml: profile not found"),
     ],
@@ -120,6 +119,25 @@ def test_errors_are_one_line_without_traceback(tiny_dataset, tmp_path, argv, nee
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_train_prepares_its_missing_data_itself_and_says_so_in_one_line(tiny_dataset, tmp_path):
+    tiny_dataset(speakers=5)
+    params = write_params(tmp_path)
+    argv = ["train", "--params", str(params), "--no-progress", "--no-mlflow"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "kws_core.cli", *argv], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stdout.splitlines() if "preparing the data first" in line]
+    assert len(said) == 1 and said[0].startswith("kws train: no manifest at"), proc.stdout
+    assert (tmp_path / "results/manifest/manifest.parquet").exists()
+    assert "test accuracy" in proc.stdout
+    # the second time the manifest is there: nothing to prepare
+    again = subprocess.run(
+        [sys.executable, "-m", "kws_core.cli", *argv], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert again.returncode == 0 and "preparing the data first" not in again.stdout
 
 
 def test_bad_files_are_listed_in_the_summary(tiny_dataset, tmp_path, capsys):

@@ -5,10 +5,10 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from kws_core.compare import champion_params, params_for_architecture, train_architectures
-from kws_core.errors import KwsError
-from kws_core.manifest import build_manifest, write_manifest
+from kws_core.data.manifest import build_manifest, write_manifest
+from kws_core.infra.errors import KwsError
 from kws_core.steps import freeze_step
+from kws_core.training.compare import champion_params, params_for_architecture, train_architectures
 from tests.conftest import build_tiny_dataset
 from tests.test_train import params_for
 

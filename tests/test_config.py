@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from kws_core.config import LEAF_KEYS, Params, load_params
-from kws_core.errors import ConfigError
+from kws_core.infra.errors import ConfigError
 from kws_core.params_doc import iter_fields, render_params_table, render_params_yaml
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kws_core.download import download_file, part_path
-from kws_core.errors import ConfigError, DataError
+from kws_core.data.download import download_file, part_path
+from kws_core.infra.errors import ConfigError, DataError
 
 PAYLOAD = os.urandom(200_000)  # > 3 read chunks
 MAX_REQUESTS = 20  # a hard bound so a retry bug cannot loop for long
@@ -109,7 +109,7 @@ def server():
 def no_sleep(monkeypatch):
     """Record backoff waits instead of sleeping."""
     waits: list[float] = []
-    monkeypatch.setattr("kws_core.download.time.sleep", waits.append)
+    monkeypatch.setattr("kws_core.data.download.time.sleep", waits.append)
     return waits
 
 

@@ -1,5 +1,6 @@
 """`dvc repro` of dvc.yaml in a temp git repo: real DVC, real `kws` commands."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, build_tiny_dataset
+from tests.conftest import REPO, build_tiny_dataset, copy_dvc_project
 
 BIN = Path(sys.executable).parent
 
@@ -28,7 +29,7 @@ def dvc_repo(tmp_path):
     env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     repo = tmp_path / "repo"
     repo.mkdir()
-    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    copy_dvc_project(repo)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(data_url="", wanted_words="yes,no")
     params["train"].update(
@@ -44,6 +45,7 @@ def dvc_repo(tmp_path):
     run(["git", "config", "user.email", "ci@example.com"], repo, env)
     run(["git", "config", "user.name", "ci"], repo, env)
     run(["dvc", "init", "-q"], repo, env)
+    shutil.copy(REPO / ".dvcignore", repo / ".dvcignore")  # (dvc init writes its own)
     return repo, env
 
 
@@ -103,6 +105,12 @@ def test_dvc_reruns_only_what_a_param_change_touches(dvc_repo):
     assert ran == ["manifest", "validate", "features", "train", "freeze", "streams", "stream_eval"]
     # the local data set (data_url "") is the user's: repro never deleted it
     assert any((repo / "data/speech_commands/yes").glob("*.wav"))
+    # Code is a dep too: editing the training loop makes `train` (and only it, directly) stale.
+    loop = repo / "kws_core/training/loop.py"
+    loop.write_text(loop.read_text() + "\n# edited\n")
+    status = json.loads(run(["dvc", "status", "--json"], repo, env).stdout)
+    assert set(status) == {"train"}, status
+    assert "kws_core/training" in json.dumps(status["train"])
 
 
 def test_dvc_exp_run_tries_another_architecture(dvc_repo):

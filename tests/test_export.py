@@ -8,14 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from kws_core.errors import ConfigError, KwsError
-from kws_core.evaluate import load_model
-from kws_core.export import export_model
-from kws_core.exported import ExportedModel
-from kws_core.features import FeatureSpec
-from kws_core.input_data import AudioProcessor
-from kws_core.manifest import build_manifest
-from kws_core.train import evaluate_features, train
+from kws_core.data.manifest import build_manifest
+from kws_core.export.loader import ExportedModel
+from kws_core.export.writer import export_model
+from kws_core.features.augmented_audio import AudioProcessor
+from kws_core.features.front_end import FeatureSpec
+from kws_core.infra.errors import ConfigError, KwsError
+from kws_core.training.evaluate import load_model
+from kws_core.training.loop import evaluate_features, train
 from tests.conftest import FAST_FLAGS, build_tiny_dataset
 from tests.test_train import learned_params, params_for
 
@@ -228,8 +228,8 @@ def test_embedding_export_runs_pcm_to_scores_in_builtin_ops(embedding_export):
     assert meta["features"]["embedding_finetune_layers"] == top
     assert meta["features"]["fingerprint_width"] == (96 if top == 0 else 8 * 2 * 96)
     if top:  # training moved the fine-tuned convolutions away from Google's weights
-        from kws_core.models.normalization import split
-        from kws_core.speech_embedding import top_model
+        from kws_core.features.speech_embedding import top_model
+        from kws_core.training.models.normalization import split
 
         _, body = split(load_model(p, "best")[0])
         tuned = body.get_layer("speech_embedding_top").trainable_weights

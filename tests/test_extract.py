@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kws_core import extract as extract_mod
-from kws_core.errors import DataError
-from kws_core.extract import safe_extract_tar
+from kws_core.data import extract as extract_mod
+from kws_core.data.extract import safe_extract_tar
+from kws_core.infra.errors import DataError
 
 SPEECH_FILES = {
     "yes/0a7c2a8d_nohash_0.wav": b"RIFF....WAVEfmt yes0",

@@ -9,15 +9,15 @@ import pytest
 import yaml
 
 from kws_core.config import load_params
-from kws_core.feature_cache import (
+from kws_core.data.manifest import build_manifest
+from kws_core.features.augmented_audio import AudioProcessor
+from kws_core.features.cache import (
     CacheBatches,
     build_feature_cache,
     cache_key,
     open_feature_cache,
 )
-from kws_core.features import FeatureSpec, compute_features
-from kws_core.input_data import AudioProcessor
-from kws_core.manifest import build_manifest
+from kws_core.features.front_end import FeatureSpec, compute_features
 from tests.conftest import FAST_FLAGS
 
 
@@ -148,9 +148,9 @@ def test_an_interrupted_build_leaves_nothing_and_an_incomplete_cache_is_rebuilt(
 ):
     root, data, manifest = tiny
     p = params(root, cache_dir=str(tmp_path / "cache"))
-    import kws_core.features
+    import kws_core.features.front_end
 
-    real, calls = kws_core.features.compute_features, []
+    real, calls = kws_core.features.front_end.compute_features, []
 
     def flaky(audio, spec):
         calls.append(1)
@@ -158,11 +158,11 @@ def test_an_interrupted_build_leaves_nothing_and_an_incomplete_cache_is_rebuilt(
             raise RuntimeError("disk on fire")
         return real(audio, spec)
 
-    monkeypatch.setattr(kws_core.features, "compute_features", flaky)
+    monkeypatch.setattr(kws_core.features.front_end, "compute_features", flaky)
     with pytest.raises(RuntimeError, match="disk on fire"):
         build_feature_cache(p, manifest, data, progress=False)
     assert list((tmp_path / "cache").iterdir()) == []
-    monkeypatch.setattr(kws_core.features, "compute_features", real)
+    monkeypatch.setattr(kws_core.features.front_end, "compute_features", real)
     cache = build_feature_cache(p, manifest, data, progress=False)
     (cache.path / "norm_stats.npz").unlink()  # e.g. deleted by hand
     assert open_feature_cache(p, manifest, data) is None
@@ -199,7 +199,7 @@ def test_batches_are_keyed_by_seed_and_step(built):
 
 
 def test_training_streams_from_the_cache(tiny, built, tmp_path, monkeypatch):
-    from kws_core import train as train_mod
+    from kws_core.training import loop as train_mod
 
     root, data, manifest = tiny
     out = {k: str(tmp_path / k) for k in ("train_dir", "summaries_dir", "reports_dir")}

@@ -14,8 +14,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from kws_core.config import load_params  # noqa: E402
-from kws_core.errors import ConfigError, KwsError  # noqa: E402
-from kws_core.features import (  # noqa: E402
+from kws_core.features.front_end import (  # noqa: E402
     LOGMEL_LOWER_HZ,
     LOGMEL_OFFSET,
     MICRO_OP_MODULE,
@@ -24,6 +23,7 @@ from kws_core.features import (  # noqa: E402
     compute_features_np,
     stream_features,
 )
+from kws_core.infra.errors import ConfigError, KwsError  # noqa: E402
 
 RATE = 16000
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from kws_core import fetch as fetch_mod
-from kws_core.errors import DataError
-from kws_core.fetch import MARKER_NAME, archive_file_name, fetch_dataset, read_marker
+from kws_core.data import fetch as fetch_mod
+from kws_core.data.fetch import MARKER_NAME, archive_file_name, fetch_dataset, read_marker
+from kws_core.infra.errors import DataError
 
 SPEECH_FILES = {
     "yes/0a7c2a8d_nohash_0.wav": b"RIFF....WAVEfmt yes0",
@@ -101,7 +101,7 @@ def test_fetch_over_http_then_reuse_without_network(server, tmp_path, caplog):
     assert archive.read_bytes() == ARCHIVE
     assert requests == ["/sc.tar.gz"]
 
-    caplog.set_level(logging.INFO, logger="kws_core.fetch")
+    caplog.set_level(logging.INFO, logger="kws_core.data.fetch")
     assert fetch_dataset(url, data_dir, sha256=ARCHIVE_SHA, progress=False) == data_dir
     assert requests == ["/sc.tar.gz"]  # no second request
     assert "reusing complete data set at" in caplog.text

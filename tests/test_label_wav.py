@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from kws_core.errors import DataError, KwsError
-from kws_core.export import export_model
-from kws_core.label_wav import label_wavs, loudest_window
-from kws_core.manifest import build_manifest
-from kws_core.train import train
+from kws_core.data.manifest import build_manifest
+from kws_core.export.label_wav import label_wavs, loudest_window
+from kws_core.export.writer import export_model
+from kws_core.infra.errors import DataError, KwsError
+from kws_core.training.loop import train
 from tests.conftest import build_tiny_dataset, tone
 from tests.test_train import params_for
 

@@ -5,15 +5,15 @@ import pandas as pd
 import pytest
 
 from kws_core.config import load_params
-from kws_core.errors import DataError
-from kws_core.manifest import (
+from kws_core.data.manifest import (
     MANIFEST_COLUMNS,
     build_manifest,
     label_counts,
     load_manifest,
     write_manifest,
 )
-from kws_core.partition import which_set
+from kws_core.data.partition import which_set
+from kws_core.infra.errors import DataError
 from tests.test_audio import BAD, make_bad
 
 

@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 
 from kws_core.config import load_params
-from kws_core.errors import ConfigError
-from kws_core.models import MODELS, create_model, model_names, model_summary
-from kws_core.models.bc_resnet import _sub_spectral_norm
-from kws_core.models.low_latency_svdf import SVDF
-from kws_core.models.settings import ModelSettings
+from kws_core.infra.errors import ConfigError
+from kws_core.training.models import MODELS, create_model, model_names, model_summary
+from kws_core.training.models.bc_resnet import _sub_spectral_norm
+from kws_core.training.models.low_latency_svdf import SVDF
+from kws_core.training.models.settings import ModelSettings
 
 TUTORIAL = [
     "conv",
@@ -128,7 +128,7 @@ def test_registry_lists_every_architecture_once():
     assert model_names() == TUTORIAL + MODERN + EMBEDDING_HEADS
     assert list(MODELS) == model_names()
     for name, builder in MODELS.items():
-        assert builder.__module__ == f"kws_core.models.{name}"
+        assert builder.__module__ == f"kws_core.training.models.{name}"
 
 
 def test_unknown_architecture_is_a_one_line_config_error():
@@ -377,7 +377,7 @@ def test_float_tflite_with_builtin_ops_matches_keras(name):
 
 
 def test_feature_normalization_stats_and_layer():
-    from kws_core.models.normalization import FeatureNormalization, feature_stats
+    from kws_core.training.models.normalization import FeatureNormalization, feature_stats
 
     rng = np.random.default_rng(0)
     batches = [rng.normal([-250.0, 3.0, 0.0], [20.0, 2.0, 0.0], (4, 7, 3)) for _ in range(5)]
@@ -399,10 +399,10 @@ def test_feature_normalization_stats_and_layer():
 
 
 def test_training_sets_normalization_unless_switched_off(tmp_path):
-    from kws_core.evaluate import load_model
-    from kws_core.manifest import build_manifest
-    from kws_core.models.normalization import split
-    from kws_core.train import train
+    from kws_core.data.manifest import build_manifest
+    from kws_core.training.evaluate import load_model
+    from kws_core.training.loop import train
+    from kws_core.training.models.normalization import split
     from tests.conftest import build_tiny_dataset
     from tests.test_train import params_for
 

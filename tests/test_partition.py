@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from kws_core.partition import MAX_NUM_WAVS_PER_CLASS, speaker_of, which_set
+from kws_core.data.partition import MAX_NUM_WAVS_PER_CLASS, speaker_of, which_set
 
 # File names from the official Speech Commands v0.02 test set: TensorFlow's which_set puts every
 # one of them in "testing" (10/10 split); an independent oracle for the hash arithmetic.

@@ -15,7 +15,7 @@ from pipelines.assets.data import partition_manifest, raw_dataset
 from pipelines.definitions import defs
 from pipelines.resources import KwsParams
 from pipelines.sensors import folder_hash, new_data_sensor
-from tests.conftest import REPO, build_tiny_dataset
+from tests.conftest import REPO, build_tiny_dataset, copy_dvc_project
 from tests.test_dvc import STAGES
 
 ASSETS = {
@@ -131,7 +131,7 @@ def dvc_project(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
     repo = tmp_path / "project"
     repo.mkdir()
-    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    copy_dvc_project(repo)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
@@ -143,6 +143,7 @@ def dvc_project(tmp_path, monkeypatch):
     _git(repo, "config", "user.email", "ci@example.com")
     _git(repo, "config", "user.name", "ci")
     subprocess.run([BIN / "dvc", "init", "-q"], cwd=repo, check=True)
+    shutil.copy(REPO / ".dvcignore", repo / ".dvcignore")  # (dvc init writes its own)
     return repo
 
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from kws_core.config import load_params
-from kws_core.partition import which_set
-from kws_core.quality import validate_manifest
+from kws_core.data.partition import which_set
+from kws_core.data.validate import validate_manifest
 
 CFG = load_params(None, {"wanted_words": "yes,no"}).data
 

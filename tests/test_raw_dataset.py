@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from kws_core.config import load_params
-from kws_core.errors import DataError
-from kws_core.manifest import build_manifest
-from kws_core.raw_dataset import prepare_dataset
+from kws_core.data.manifest import build_manifest
+from kws_core.data.prepare import prepare_dataset
+from kws_core.infra.errors import DataError
 from tests.conftest import build_tiny_dataset
 
 
@@ -119,7 +119,7 @@ def test_heldout_family_is_generated_beside_and_kept_out_of_training(tmp_path):
         "dog",
     }
     # training scores it as an eval set, after any train.eval_dirs
-    from kws_core.evaluate import check_eval_dirs
+    from kws_core.training.evaluate import check_eval_dirs
 
     assert check_eval_dirs(p) == [held]
     stamp = (held / "yes").stat().st_mtime_ns
@@ -138,7 +138,7 @@ def test_heldout_family_refuses_a_folder_inside_data_dir_or_not_its_own(tmp_path
         prepare_dataset(params_for(tmp_path, **small, heldout_dir="mine"), False)
     assert (tmp_path / "mine/keep.txt").read_text() == "precious"
     with pytest.raises(DataError, match="every espeak-ng dialect"):
-        from kws_core.synth.espeak import list_english_dialects
+        from kws_core.data.synth.espeak import list_english_dialects
 
         every = ",".join(list_english_dialects())
         prepare_dataset(params_for(tmp_path, **small | {"heldout_dialects": every}), False)

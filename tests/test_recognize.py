@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kws_core.errors import KwsError
+from kws_core.infra.errors import KwsError
 from kws_core.streaming import Detection, RecognizeCommands, recognize_stream
 
 LABELS = ["_silence_", "_unknown_", "yes", "no"]

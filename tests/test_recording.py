@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from kws_core.config import AugmentConfig, load_params
-from kws_core.errors import ConfigError
-from kws_core.features import FeatureSpec
-from kws_core.input_data import AudioProcessor
-from kws_core.recording import CHAIN_OFF, RecordingChain, room_impulse_responses
+from kws_core.features.augmented_audio import AudioProcessor
+from kws_core.features.front_end import FeatureSpec
+from kws_core.features.recording import CHAIN_OFF, RecordingChain, room_impulse_responses
+from kws_core.infra.errors import ConfigError
 from tests.conftest import tone, write_clip
 
 OFF = CHAIN_OFF

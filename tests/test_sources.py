@@ -12,12 +12,12 @@ import pytest
 
 from kws_core.cli import main
 from kws_core.config import load_params
-from kws_core.errors import ConfigError, DataError
-from kws_core.feature_cache import batch_indices, weights_cdf
-from kws_core.features import FeatureSpec
-from kws_core.input_data import AudioProcessor
-from kws_core.manifest import build_manifest
-from kws_core.partition import which_set
+from kws_core.data.manifest import build_manifest
+from kws_core.data.partition import which_set
+from kws_core.features.augmented_audio import AudioProcessor
+from kws_core.features.cache import batch_indices, weights_cdf
+from kws_core.features.front_end import FeatureSpec
+from kws_core.infra.errors import ConfigError, DataError
 from tests.conftest import build_tiny_dataset, tone, write_clip
 
 

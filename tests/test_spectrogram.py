@@ -6,9 +6,9 @@ import pytest
 import soundfile as sf
 
 from kws_core.config import load_params
-from kws_core.errors import DataError
-from kws_core.features import FeatureSpec
-from kws_core.spectrogram import load_any_wav, spectrogram_db, wav_to_spectrogram
+from kws_core.features.front_end import FeatureSpec
+from kws_core.features.spectrogram import load_any_wav, spectrogram_db, wav_to_spectrogram
+from kws_core.infra.errors import DataError
 
 SPEC = FeatureSpec.from_params(load_params(None))
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kws_core import speech_embedding as se
-from kws_core.errors import ConfigError, KwsError
-from kws_core.features import FeatureSpec, compute_features, stream_features
+from kws_core.features import speech_embedding as se
+from kws_core.features.front_end import FeatureSpec, compute_features, stream_features
+from kws_core.infra.errors import ConfigError, KwsError
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kws_core.audio import read_wav
-from kws_core.errors import DataError
+from kws_core.infra.errors import DataError
+from kws_core.infra.wav import read_wav
 from kws_core.streaming import generate, generate_stream, read_ground_truth, write_stream
 from tests.conftest import write_clip
 
@@ -128,7 +128,7 @@ def test_clear_errors(dataset, tmp_path):
 
 def test_with_a_real_manifest(tiny_dataset):
     from kws_core.config import load_params
-    from kws_core.manifest import build_manifest
+    from kws_core.data.manifest import build_manifest
 
     root = tiny_dataset(speakers=30)
     result = build_manifest(load_params(None, {"wanted_words": "yes,no"}).data, root, False)

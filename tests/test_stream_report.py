@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from kws_core.errors import KwsError
-from kws_core.export import export_model
-from kws_core.exported import ExportedModel
-from kws_core.manifest import build_manifest, write_manifest
+from kws_core.data.manifest import build_manifest, write_manifest
+from kws_core.export.loader import ExportedModel
+from kws_core.export.writer import export_model
+from kws_core.infra.errors import KwsError
 from kws_core.streaming.report import generate_test_stream, stream_accuracy, streaming_eval
 from kws_core.streaming.run import score_stream, window_starts
 from kws_core.streaming.score import read_ground_truth
-from kws_core.train import train
+from kws_core.training.loop import train
 from tests.conftest import build_tiny_dataset, write_clip
 from tests.test_train import learned_params
 

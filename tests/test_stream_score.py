@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kws_core.errors import DataError
+from kws_core.infra.errors import DataError
 from kws_core.streaming import (
     Detection,
     read_ground_truth,

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from kws_core.errors import KwsError
-from kws_core.synth import (
+from kws_core.data.synth import (
     SPEECH_COMMANDS_WORDS,
     Speaker,
     espeak,
@@ -20,7 +19,8 @@ from kws_core.synth import (
     make_background_noises,
     make_speakers,
 )
-from kws_core.synth import dataset as synth_dataset
+from kws_core.data.synth import dataset as synth_dataset
+from kws_core.infra.errors import KwsError
 
 WORDS = ["yes", "no", "marvin"]
 N_SPEAKERS = 4
@@ -490,7 +490,7 @@ def test_dialect_filter():
 
 def test_piper_speakers_are_reproducible_and_vary(tmp_path):
     pytest.importorskip("piper", reason="the voices extra (piper-tts) is not installed")
-    from kws_core.synth.piper import make_piper_speakers
+    from kws_core.data.synth.piper import make_piper_speakers
 
     speakers = make_piper_speakers(3, 0)
     assert speakers == make_piper_speakers(5, 0)[:3] and len({s.id for s in speakers}) == 3
@@ -518,7 +518,7 @@ def test_piper_voice_change_gives_higher_voices_reproducibly(tmp_path):
     parselmouth = pytest.importorskip("parselmouth", reason="the voices extra is not installed")
     from parselmouth.praat import call
 
-    from kws_core.synth.piper import make_piper_speakers
+    from kws_core.data.synth.piper import make_piper_speakers
 
     plain, half = make_piper_speakers(40, 0), make_piper_speakers(40, 0, voice_change=0.5)
     assert 10 <= sum(s.changed for s in half) <= 30 and not any(s.changed for s in plain)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kws_core.checkpoints import CheckpointManager
 from kws_core.config import load_params
-from kws_core.errors import ConfigError, KwsError
-from kws_core.manifest import build_manifest
-from kws_core.models import model_names
-from kws_core.train import NanError, piecewise_rate, train
+from kws_core.data.manifest import build_manifest
+from kws_core.infra.errors import ConfigError, KwsError
+from kws_core.training.checkpoints import CheckpointManager
+from kws_core.training.loop import NanError, piecewise_rate, train
+from kws_core.training.models import model_names
 from tests.conftest import FAST_FLAGS
 
 
@@ -241,7 +241,7 @@ def test_mlflow_run_artifacts_and_champion(tiny, tmp_path):
 
 
 def test_evaluate_on_an_official_layout_folder(tiny, tmp_path, realdata_or_tiny):
-    from kws_core.evaluate import evaluate_dir
+    from kws_core.training.evaluate import evaluate_dir
 
     _, data = tiny
     result, _ = run(tmp_path, data)
@@ -313,7 +313,7 @@ def test_a_missing_eval_dir_stops_before_any_work(tiny, tmp_path):
 
 
 def test_label_log_prior_is_centred_log_shares():
-    from kws_core.train import label_log_prior
+    from kws_core.training.loop import label_log_prior
 
     prior = label_log_prior(np.array([0, 0, 0, 1, 1, 2]), 4)  # label 3 has no rows
     counts = np.array([3, 2, 1, 1], float)

@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kws_core.atomic import atomic_path
-from kws_core.audio import WavError, read_wav, write_wav
 from kws_core.config import SILENCE_LABEL, UNKNOWN_LABEL
-from kws_core.errors import DataError, KwsError
-from kws_core.labels import labelled_clips
+from kws_core.data.labels import labelled_clips
+from kws_core.infra.atomic import atomic_path
+from kws_core.infra.errors import DataError, KwsError
+from kws_core.infra.wav import WavError, read_wav, write_wav
 from kws_core.streaming.score import Truth, write_ground_truth
 
 JITTER = 0.2  # word time jitter, share of word_gap_ms either side of the slot centre

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from kws_core.config import SILENCE_LABEL
-from kws_core.errors import KwsError
+from kws_core.infra.errors import KwsError
 
 
 @dataclass(frozen=True)

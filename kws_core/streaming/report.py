@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kws_core.atomic import atomic_write_text
 from kws_core.config import Params
-from kws_core.errors import DataError
-from kws_core.exported import ExportedModel
+from kws_core.export.loader import ExportedModel
+from kws_core.infra.atomic import atomic_write_text
+from kws_core.infra.errors import DataError
 from kws_core.streaming.generate import (
     folder_manifest,
     generate_stream,
@@ -80,8 +80,7 @@ def _word_source(params: Params) -> tuple[pd.DataFrame, Path]:
     if params.stream.words_dir:
         folder = params.resolve(params.stream.words_dir)
         return folder_manifest(folder, params.data.wanted_word_list), folder
-    from kws_core.manifest import load_manifest
-    from kws_core.steps import manifest_path
+    from kws_core.data.manifest import load_manifest, manifest_path
 
     return load_manifest(manifest_path(params)), params.resolve(params.data.data_dir)
 
@@ -153,7 +152,7 @@ def stream_accuracy(
     progress: bool = False,
 ) -> StreamResult:
     """The tutorial's test_streaming_accuracy on one stream with the configured settings."""
-    from kws_core.spectrogram import load_any_wav
+    from kws_core.features.spectrogram import load_any_wav
 
     audio = load_any_wav(Path(wav), model.spec.sample_rate)
     truth = read_ground_truth(truth_path)
@@ -207,7 +206,7 @@ def streaming_eval(
     log_mlflow: bool = True,
 ) -> StreamReport:
     """Generate/reuse the streams, evaluate the export at `graph`, write the report files."""
-    from kws_core.plots import plot_det_curve
+    from kws_core.infra.plots import plot_det_curve
 
     s = params.stream
     export_dir = params.resolve(params.export.output_file)
@@ -345,8 +344,8 @@ def _markdown(result: StreamReport, curve: pd.DataFrame) -> str:
 
 def _log_to_training_run(params: Params, result: StreamReport) -> None:
     """Attach the report to the MLflow run that trained the model (from its metrics.json)."""
-    from kws_core.compare import champion_params
-    from kws_core.errors import KwsError
+    from kws_core.infra.errors import KwsError
+    from kws_core.training.compare import champion_params
 
     try:
         chosen = champion_params(params)  # with train.architectures: the exported champion
@@ -356,7 +355,7 @@ def _log_to_training_run(params: Params, result: StreamReport) -> None:
         return
     if not run_id:
         return
-    from kws_core.tracking import log_to_run
+    from kws_core.training.tracking import log_to_run
 
     r = result.report
     metrics = {

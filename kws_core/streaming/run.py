@@ -22,9 +22,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
-from kws_core.errors import KwsError
-from kws_core.exported import ExportedModel
-from kws_core.features import FRAME_WISE, STREAM_BATCH, stream_features
+from kws_core.export.loader import ExportedModel
+from kws_core.features.front_end import FRAME_WISE, STREAM_BATCH, stream_features
+from kws_core.infra.errors import KwsError
 
 CHUNK = 512  # windows per model call: 512 x 16000 float32 = 33 MB
 

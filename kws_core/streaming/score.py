@@ -31,9 +31,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from kws_core.atomic import atomic_write_text
 from kws_core.config import SILENCE_LABEL, UNKNOWN_LABEL
-from kws_core.errors import DataError, KwsError
+from kws_core.infra.atomic import atomic_write_text
+from kws_core.infra.errors import DataError, KwsError
 from kws_core.streaming.recognize import Detection, detect, smooth_scores
 
 NOT_KEYWORDS = frozenset({SILENCE_LABEL, UNKNOWN_LABEL})

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from kws_core.manifest import label_counts, origin_counts
+from kws_core.data.manifest import label_counts, origin_counts
 from kws_core.steps import dataset_step, manifest_step
 from pipelines.metadata import result
 from pipelines.resources import KwsParams

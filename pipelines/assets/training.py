@@ -63,6 +63,6 @@ def trained_model(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.Mater
 def _experiment_of(params, run_id: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from kws_core.tracking import resolve_tracking_uri
+    from kws_core.training.tracking import resolve_tracking_uri
 
     return MlflowClient(resolve_tracking_uri(params)).get_run(run_id).info.experiment_id

@@ -20,7 +20,7 @@ from pydantic.fields import FieldInfo
 
 from kws_core.cli import main
 from kws_core.config import LEAF_KEYS, Params, load_params
-from kws_core.errors import ConfigError
+from kws_core.infra.errors import ConfigError
 
 
 def _leaves(model: type[BaseModel] = Params, prefix: tuple[str, ...] = ()):

@@ -2,7 +2,7 @@
 corrupted, and the shared MLflow store stays readable.
 
 Every stage (CLI, the commands `dvc repro` runs, Dagster assets) goes through the same
-`kws_core.steps` functions, which hold a lock on the output they write (kws_core/locks.py).
+`kws_core.steps` functions, which hold a lock on the output they write (kws_core/infra/locks.py).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from kws_core.checkpoints import CheckpointManager
-from kws_core.errors import KwsError
-from kws_core.locks import lock_path, output_lock, sweep_dead_writes
+from kws_core.infra.errors import KwsError
+from kws_core.infra.locks import lock_path, output_lock, sweep_dead_writes
+from kws_core.training.checkpoints import CheckpointManager
 from tests.conftest import build_tiny_dataset
 from tests.reliability.test_kill import project
 
@@ -93,7 +93,7 @@ def test_a_lock_dies_with_its_holder(manifest_project):
         [
             sys.executable,
             "-c",
-            "import sys, time; from kws_core.locks import output_lock\n"
+            "import sys, time; from kws_core.infra.locks import output_lock\n"
             "with output_lock(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(60)",
             str(out),
         ],

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from kws_core.atomic import atomic_write_text
-from kws_core.checkpoints import CheckpointManager, restore
-from kws_core.errors import KwsError
-from kws_core.manifest import build_manifest, load_manifest, write_manifest
+from kws_core.data.manifest import build_manifest, load_manifest, write_manifest
+from kws_core.infra.atomic import atomic_write_text
+from kws_core.infra.errors import KwsError
+from kws_core.training.checkpoints import CheckpointManager, restore
 from tests.conftest import build_tiny_dataset
 from tests.test_train import params_for
 
@@ -81,7 +81,7 @@ def test_feature_cache_on_a_full_disk_fails_cleanly_instead_of_crashing(tmp_path
     with small_disk(tmp_path, "1m") as disk:
         p = params_for(tmp_path, wanted_words="yes,no,cat", cache_dir=str(disk / "features"))
         manifest = build_manifest(p.data, data, progress=False).manifest
-        from kws_core.feature_cache import build_feature_cache
+        from kws_core.features.cache import build_feature_cache
 
         with pytest.raises(KwsError, match="no space left on the device writing"):
             build_feature_cache(p, manifest, data, progress=False)

@@ -22,12 +22,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from kws_core.audio import WavError, inspect_wav, read_wav, write_wav
 from kws_core.cli import main
 from kws_core.config import load_params
-from kws_core.errors import DataError
-from kws_core.extract import safe_extract_tar
-from kws_core.features import FeatureSpec
+from kws_core.data.extract import safe_extract_tar
+from kws_core.features.front_end import FeatureSpec
+from kws_core.infra.errors import DataError
+from kws_core.infra.wav import WavError, inspect_wav, read_wav, write_wav
 from tests.conftest import build_tiny_dataset
 
 RATE = 16000
@@ -192,7 +192,7 @@ SPECTROGRAM_REFUSES = [
     "zero_channels",
     *sorted(SPECIAL),
 ]
-# Known gaps: kws_core/spectrogram.load_any_wav (shared with label-wav) draws NaN samples and
+# Known gaps: features/spectrogram.load_any_wav (shared with label-wav) draws NaN samples and
 # resamples a 1 Hz "recording" to 16 kHz. It should refuse non-finite samples and implausible
 # rates; remove these marks when it does (strict: an unexpected pass fails the run).
 # Decodable despite the odd header (libsndfile reads what is there); a PNG is a fair answer.

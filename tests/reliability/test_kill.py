@@ -1,7 +1,7 @@
 """kill -9 in the middle of every stage, then run again: it completes, reuses what was complete,
 never reads a half-written file, and training resumes to the same final step.
 
-The kill comes from inside (`KWS_CRASH_AT=<point>[:n]`, kws_core/faults.py: SIGKILL at a named
+The kill comes from inside (`KWS_CRASH_AT=<point>[:n]`, kws_core/infra/faults.py: SIGKILL at a named
 point, no clean-up runs), so each case hits the moment it names every time; one case also kills
 training from outside at an arbitrary moment.
 """
@@ -26,7 +26,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from kws_core.checkpoints import CheckpointManager
+from kws_core.training.checkpoints import CheckpointManager
 from tests.conftest import build_tiny_dataset, with_fast_model
 
 pytestmark = pytest.mark.timeout(300)
@@ -256,7 +256,7 @@ def test_training_killed_from_outside_at_any_moment_resumes(trained_once, tmp_pa
 SWAP_SCRIPT = """
 import os, sys
 import tensorflow as tf
-from kws_core.checkpoints import CheckpointManager
+from kws_core.training.checkpoints import CheckpointManager
 v = tf.Variable(1.0)
 m = CheckpointManager(sys.argv[1], "arch", tf.train.Checkpoint(v=v))
 m.save_best(1, 0.5)

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from kws_core.audio import inspect_wav, read_wav, write_wav
 from kws_core.config import SILENCE_LABEL
-from kws_core.partition import PARTITIONS, which_set
+from kws_core.data.partition import PARTITIONS, which_set
+from kws_core.infra.wav import inspect_wav, read_wav, write_wav
 from kws_core.streaming.recognize import Detection, RecognizeCommands, recognize_stream
 
 # No example database: every run explores afresh, whatever earlier runs left in .hypothesis/.

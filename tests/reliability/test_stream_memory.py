@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from kws_core.config import load_params
-from kws_core.errors import KwsError
-from kws_core.export import export_untrained
-from kws_core.exported import ExportedModel
+from kws_core.export.loader import ExportedModel
+from kws_core.export.writer import export_untrained
+from kws_core.infra.errors import KwsError
 from kws_core.streaming.recognize import RecognizeCommands
 from kws_core.streaming.run import CHUNK, BlockScorer, score_stream, score_stream_blocks
 from tests.conftest import FAST_FLAGS

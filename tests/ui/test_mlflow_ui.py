@@ -15,8 +15,8 @@ ARCH = "low_latency_conv"
 @pytest.fixture
 def tracked_run(tmp_path, monkeypatch):
     """One real tracked training run (a few steps on tones), in tmp_path/mlflow.db."""
-    from kws_core.manifest import build_manifest
-    from kws_core.train import train
+    from kws_core.data.manifest import build_manifest
+    from kws_core.training.loop import train
     from tests.conftest import build_tiny_dataset
     from tests.test_train import params_for
 
@@ -89,7 +89,7 @@ def test_mlflow_ui_shows_the_run_and_its_confusion_matrix(
     expect(page).to_have_url(re.compile(r"/artifacts"))
     plots = page.get_by_text("plots", exact=True).first
     expect(plots).to_be_visible()
-    plots.click()  # kws logs the picture under plots/ (kws_core/train.py)
+    plots.click()  # kws logs the picture under plots/ (kws_core/training/loop.py)
     png = page.get_by_text("confusion_matrix.png", exact=True).first
     expect(png).to_be_visible()
     png.click()

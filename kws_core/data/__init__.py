@@ -1,0 +1,1 @@
+"""Getting data: download / extract / synthesise, the manifest and its partitions, validation."""

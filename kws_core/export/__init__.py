@@ -1,0 +1,1 @@
+"""Export: the writer (`kws freeze`), the loader of exports, labelling WAV files."""

@@ -1,0 +1,1 @@
+"""Features: the front ends (incl. the speech embedding), augmentation, the feature cache."""

@@ -1,0 +1,1 @@
+"""Shared infrastructure: errors, atomic writes, locks, fault injection, WAV I/O, plots."""

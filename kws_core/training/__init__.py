@@ -1,0 +1,1 @@
+"""Training: the model registry, the training loop, checkpoints, tracking, evaluation."""
