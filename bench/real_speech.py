@@ -151,6 +151,9 @@ VARIANTS: dict[str, dict] = {
     # params.yaml's defaults on their own data set: 250 espeak speakers (two dialects held out)
     # + 60 Piper speakers; the held-out dialect family in results/bench_real/heldout_default.
     "default": _DEFAULT_DATA | {"model_architecture": "embedding_mlp"},
+    # issue 14's default: 250 espeak speakers, the embedding frozen (renamed from "default")
+    "issue14_default": _DEFAULT_DATA
+    | {"model_architecture": "embedding_mlp", "speakers": 250, "embedding_finetune_layers": 0},
     "default_espeak": _DEFAULT_DATA
     | {
         "piper_speakers": 0,
