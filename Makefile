@@ -59,9 +59,10 @@ bench: $(STAMP)
 	  $(BIN)/python bench/real_split.py $(REALDATA)/speech_commands_test_v0.02_dev && \
 	  $(BIN)/python bench/real_speech.py --seeds 0,1 --real_dir $(REALDATA)/speech_commands_test_v0.02_dev \
 	    --real_dir results/bench_real/real_heldout_speakers --real_dir results/bench_real/heldout_piper \
-	    --variants mfcc_llc,emb80_mlp,emb80_conv,emb80_mlp_c16,emb80_mlp_unk50,default,default_espeak,mfcc_llc_default,multi_real,chain_snr,chain_no_reverb,chain_no_mic,chain_no_speed,chain_no_gain,chain_no_distortion && \
+	    --variants mfcc_llc,emb80_mlp,emb80_conv,emb80_mlp_c16,emb80_mlp_unk50,finetune5_spk1000,issue14_default,finetune5,finetune9,voice0_spk1000,voice50,default_espeak,mfcc_llc_default,multi_real,chain_snr,chain_no_reverb,chain_no_mic,chain_no_speed,chain_no_gain,chain_no_distortion && \
 	  $(BIN)/python bench/real_stream.py --words_dir $(REALDATA)/speech_commands_test_v0.02_dev \
-	    --noise_dir $(REALDATA)/_background_noise_; \
+	    --noise_dir $(REALDATA)/_background_noise_ && \
+	  $(BIN)/python bench/real_exports.py --real_dir $(REALDATA)/speech_commands_test_v0.02_dev; \
 	else echo "bench: $(REALDATA) is absent; real-speech benchmarks skipped"; fi
 	$(BIN)/python bench/report.py
 

@@ -169,7 +169,16 @@ VARIANTS: dict[str, dict] = {
     "multi_real": _DEFAULT_DATA
     | {
         "sources": "results/bench_real/real_train_speakers:3:training",
+        "data_dir": "results/bench_real/data_default_spk1000",
+        "manifest_dir": "results/bench_real/manifest_multi_real_spk1000",
+    },
+    # the same with issue 14's default (250 espeak speakers, embedding frozen)
+    "issue14_multi_real": _DEFAULT_DATA
+    | {
+        "sources": "results/bench_real/real_train_speakers:3:training",
         "manifest_dir": "results/bench_real/manifest_multi_real",
+        "speakers": 250,
+        "embedding_finetune_layers": 0,
     },
     # Piper speakers given higher voices (Praat "Change gender": formants and pitch):
     # voice0 is the default data set without it, voice50 with half of them changed.

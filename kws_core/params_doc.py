@@ -60,11 +60,16 @@ def render_params_table() -> str:
 START, END = "<!-- params-table:start -->", "<!-- params-table:end -->"
 
 
+def replace_between(text: str, start: str, end: str, body: str) -> str:
+    """`text` with what lies between the `start` and `end` marker lines replaced by `body`."""
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}{end}{tail}"
+
+
 def update_readme(text: str) -> str:
     """Replace the README's parameter table (between the markers) with the current one."""
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{render_params_table()}{END}{tail}"
+    return replace_between(text, START, END, render_params_table())
 
 
 if __name__ == "__main__":

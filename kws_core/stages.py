@@ -202,11 +202,8 @@ def render_code_map() -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in STAGES:
-        dagster = (
-            f"check `{s.dagster.split(':')[1]}` on `{s.asset}`"
-            if s.is_check
-            else (f"asset `{s.asset}`")
-        )
+        check = s.dagster.partition(":")[2]
+        dagster = f"check `{check}` on `{s.asset}`" if check else f"asset `{s.asset}`"
         tests = ", ".join(f"`{t.removeprefix('tests/')}`" for t in s.tests)
         rows.append(
             f"| {s.name} | {s.summary} | {code(s.code)} | `kws {s.verb}` | `{s.name}` | "
@@ -220,9 +217,9 @@ START, END = "<!-- code-map:start -->", "<!-- code-map:end -->"
 
 def update_readme(text: str) -> str:
     """Replace the README's code map (between the markers) with the current one."""
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{render_code_map()}{END}{tail}"
+    from kws_core.params_doc import replace_between
+
+    return replace_between(text, START, END, render_code_map())
 
 
 if __name__ == "__main__":
