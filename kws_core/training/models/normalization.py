@@ -59,4 +59,6 @@ def set_inner_stats(body: keras.Model, name: str, batches) -> None:
     `body`'s inputs (e.g. the embeddings a fine-tuned top makes of cached activations)."""
     layer = body.get_layer(name)
     upstream = keras.Model(body.input, layer.input)
-    layer.set_stats(*feature_stats(upstream(np.asarray(x), training=False) for x in batches))
+    layer.set_stats(
+        *feature_stats(upstream(np.asarray(x, np.float32), training=False) for x in batches)
+    )
