@@ -118,9 +118,10 @@ def train_step(
 
 def freeze_step(params: Params, progress: bool = True):
     """Export the champion's best checkpoint (or train.start_checkpoint) as `kws freeze`."""
-    from kws_core.export.writer import export_model
+    from kws_core.export.writer import check_export_target, export_model
     from kws_core.training.compare import champion_params
 
+    check_export_target(params.resolve(params.export.output_file), params)  # before any work
     chosen = champion_params(params)
     manifest = load_manifest(manifest_path(params)) if params.export.quantize else None
     with output_lock(params.resolve(params.export.output_file), "freeze"):

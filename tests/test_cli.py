@@ -104,6 +104,9 @@ def test_failed_validation_exits_1_with_plain_words(tiny_dataset, tmp_path, caps
         (["train", "--model_architecture=foo"], "model_architecture 'foo' is unknown"),
         (["evaluate", "--test_dir=nope"], "no checkpoint recorded"),
         (["train", "--profile=missing.yaml"], "missing.yaml: profile not found"),
+        # an export replaces its folder whole: never one that holds the data (or is `.`)
+        (["freeze", "--output_file=data"], "holds data.data_dir"),
+        (["freeze", "--output_file=."], "holds data.data_dir"),
     ],
 )
 def test_errors_are_one_line_without_traceback(tiny_dataset, tmp_path, argv, needle):

@@ -152,6 +152,31 @@ def test_features_outside_float_and_full_integer(tmp_path):
     assert np.mean(q == truth) >= np.mean(want == truth) - 0.01
 
 
+def test_freeze_refuses_folders_that_are_not_its_own(pcm_export, tmp_path):
+    p, _result, _ = pcm_export
+    # (float only: no calibration clips needed)
+    p = p.model_copy(update={"export": p.export.model_copy(update={"quantize": False})})
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("do not delete")
+    with pytest.raises(ConfigError, match="is not a kws export"):
+        export_model(p, "best", out_dir=precious)
+    assert (precious / "thesis.txt").read_text() == "do not delete"
+    data_dir = p.resolve(p.data.data_dir)
+    for inside in (data_dir, data_dir.parent):  # the data itself, or a folder holding it
+        with pytest.raises(ConfigError, match="holds data.data_dir"):
+            export_model(p, "best", out_dir=inside)
+    assert any(data_dir.rglob("*.wav"))
+    (precious / "thesis.txt").unlink()
+    fresh = tmp_path / "fresh"
+    export_model(p, "best", out_dir=fresh)
+    export_model(p, "best", out_dir=fresh)  # an earlier export: replaced
+    assert (fresh / "export.json").is_file()
+    export_model(p, "best", out_dir=precious)  # now empty: fine
+    with pytest.raises(ConfigError, match="is a file"):
+        export_model(p, "best", out_dir=fresh / "labels.txt")
+
+
 def test_micro_front_end_needs_features_outside(tmp_path):
     data = build_tiny_dataset(tmp_path / "data", ["yes", "no"], 20)
     p = params_for(tmp_path, preprocess="micro", how_many_training_steps="2,1")

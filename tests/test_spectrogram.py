@@ -39,6 +39,23 @@ def test_png_and_notes_for_stereo_44k_long_file(tmp_path):
     assert "first 1000 ms" in text
 
 
+def test_never_overwrites_a_file_that_is_not_its_own_png(tmp_path):
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, tone(1000), 16000, subtype="PCM_16")
+    before = wav.read_bytes()
+    with pytest.raises(DataError, match="is the input WAV"):
+        wav_to_spectrogram(wav, wav, SPEC)
+    other = tmp_path / "other.wav"
+    other.write_bytes(before)
+    with pytest.raises(DataError, match="is not a PNG"):
+        wav_to_spectrogram(wav, other, SPEC)
+    assert wav.read_bytes() == before and other.read_bytes() == before
+    png = tmp_path / "out.png"
+    wav_to_spectrogram(wav, png, SPEC)
+    wav_to_spectrogram(wav, png, SPEC)  # its own picture: drawn again
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_bad_files_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio")

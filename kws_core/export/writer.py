@@ -72,6 +72,8 @@ def export_model(
 ) -> ExportResult:
     """Write the export folder (see the module docstring) atomically; returns where it is."""
     ex = params.export
+    out = Path(out_dir) if out_dir else params.resolve(ex.output_file)
+    check_export_target(out, params)
     model, labels, spec, prefix = load_model(params, checkpoint)
     if spec.preprocess == "micro" and not ex.features_outside:
         raise ConfigError(
@@ -79,7 +81,6 @@ def export_model(
             "cannot run; export with --features_outside=true (the device runs the frontend)"
         )
     norm, body = split(model)
-    out = out_dir or params.resolve(ex.output_file)
     calibration = (
         _calibration_audio(params, labels, spec, manifest, progress) if ex.quantize else None
     )
@@ -126,6 +127,32 @@ def export_model(
         checkpoint=prefix,
         sizes=sizes,
     )
+
+
+def check_export_target(out: Path, params: Params) -> None:
+    """A one-line ConfigError unless `out` is new, empty or an earlier export (it has
+    export.json) and holds none of the pipeline's inputs: an export replaces its folder whole."""
+    key, out = "export.output_file", Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{key}: {out} is a file, not an export folder; choose a new folder")
+    inputs = {
+        "data.data_dir": params.data.data_dir,
+        "data.manifest_dir": params.data.manifest_dir,
+        "features.cache_dir": params.features.cache_dir,
+        "train.train_dir": params.train.train_dir,
+    }
+    for name, value in inputs.items():
+        path = params.resolve(value).resolve()
+        if path == out or path.is_relative_to(out):
+            raise ConfigError(
+                f"{key}: {out} holds {name} ({path}) and an export replaces its folder as a "
+                "whole; choose a folder of its own, e.g. results/frozen/model"
+            )
+    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_META).is_file():
+        raise ConfigError(
+            f"{key}: {out} exists and is not a kws export (no {EXPORT_META}); an export "
+            "replaces its folder as a whole, so choose a new folder or move this one away"
+        )
 
 
 class ExportGraphs:

@@ -68,12 +68,22 @@ def spectrogram_db(x: np.ndarray, rate: int, window_ms: float, stride_ms: float)
     return times, freqs, db
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 def wav_to_spectrogram(
     input_wav: str | Path, output_png: str | Path, spec: FeatureSpec
 ) -> list[str]:
     """Draw the clip's spectrogram and the model's features of it into one PNG; returns notes."""
     from kws_core.infra.plots import plot_spectrogram
 
+    out = Path(output_png)
+    if out.exists() and (not out.is_file() or out.read_bytes()[:8] != PNG_MAGIC):
+        what = "the input WAV" if out.resolve() == Path(input_wav).resolve() else "not a PNG"
+        raise DataError(
+            f"--output_png {out} exists and is {what}; it would be overwritten: choose a new "
+            "file name for the picture"
+        )
     wav = load_any_wav(input_wav, spec.sample_rate)
     times, freqs, db = spectrogram_db(
         wav.samples, spec.sample_rate, spec.window_size_ms, spec.window_stride_ms
