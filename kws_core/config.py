@@ -87,6 +87,11 @@ def parse_sources(value: str) -> list[SourceSpec]:
     return out
 
 
+# The generators of kws_core.data.synth.noise (NOISE_NAMES + EXTRA_NOISE_NAMES; a test checks).
+NOISE_TYPES = ("white_noise", "pink_noise", "brown_noise", "machinery_hum", "babble", "music")
+DEFAULT_NOISE_TYPES = "white_noise,pink_noise,brown_noise,machinery_hum,babble"
+
+
 class SyntheticConfig(_Section):
     """The embedded default data set: espeak-ng speakers in the Speech Commands layout."""
 
@@ -97,6 +102,12 @@ class SyntheticConfig(_Section):
     synthetic_words: str = Field(" ".join(SPEECH_COMMANDS_WORDS), description="words to say")
     synthetic_seed: int = Field(0, description="seed of the synthetic set (same seed, same bytes)")
     noise_duration_s: float = Field(60.0, ge=1.0, description="length of each background file")
+    noise_types: str = Field(
+        DEFAULT_NOISE_TYPES,
+        description="generated background noise files (comma list): white_noise, pink_noise, "
+        "brown_noise, machinery_hum, babble (espeak voices over each other), music (chords, "
+        "bass, melody and drums in a small room)",
+    )
     synthetic_workers: int = Field(2, ge=1, description="synthesis processes")
     piper_speakers: int = Field(
         60,
@@ -133,6 +144,20 @@ class SyntheticConfig(_Section):
     @property
     def heldout_dialect_list(self) -> list[str]:
         return _split_list(self.heldout_dialects)
+
+    @property
+    def noise_type_list(self) -> list[str]:
+        return _split_list(self.noise_types)
+
+    @field_validator("noise_types")
+    @classmethod
+    def _noise_types(cls, v: str) -> str:
+        names = _split_list(v)
+        unknown = [n for n in names if n not in NOISE_TYPES]
+        if unknown or not names:
+            got = repr(unknown[0]) if unknown else "nothing"
+            raise ValueError(f"got {got}; choose from {', '.join(NOISE_TYPES)}")
+        return ",".join(names)
 
 
 class DataConfig(_Section):
@@ -315,6 +340,16 @@ class AugmentConfig(_Section):
         description="share of clips with mild distortion or codec-like loss (saturation, "
         "clipping, bit depth, aliasing)",
     )
+    noise_dirs: str = Field(
+        "",
+        description="more folders of noise .wav files (e.g. your own `_background_noise_` "
+        "recordings of the rooms your device will hear), comma list, mixed into training "
+        "clips and cut into silence beside data_dir's `_background_noise_`; '' = none",
+    )
+
+    @property
+    def noise_dir_list(self) -> list[str]:
+        return _split_list(self.noise_dirs)
 
     @field_validator("noise_snr_db", "speed_range", "reverb_rt60_s", "gain_db")
     @classmethod
@@ -367,6 +402,24 @@ class TrainConfig(_Section):
     save_step_interval: int = Field(100, gt=0, description="steps between checkpoints")
     log_step_interval: int = Field(10, gt=0, description="steps between training log lines")
     dropout_rate: float = Field(0.5, ge=0, lt=1, description="dropout during training only")
+    specaugment_probability: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of training examples given SpecAugment masks (time and feature "
+        "spans set to the training mean, in the model, training only; the feature cache stays "
+        "valid); 0 = off",
+    )
+    specaugment_time_masks: int = Field(2, ge=0, le=10, description="SpecAugment: time masks")
+    specaugment_time_mask_ms: float = Field(
+        100.0, ge=0, description="SpecAugment: longest time mask (ms; whole frames/embeddings)"
+    )
+    specaugment_feature_masks: int = Field(
+        2, ge=0, le=10, description="SpecAugment: feature masks (MFCC/mel bins, embedding values)"
+    )
+    specaugment_feature_mask_fraction: float = Field(
+        0.15, ge=0, le=1, description="SpecAugment: widest feature mask, share of the bins"
+    )
     ds_cnn_channels: int = Field(64, gt=0, description="ds_cnn: channels of every layer")
     ds_cnn_blocks: int = Field(4, ge=1, description="ds_cnn: depthwise-separable blocks")
     bc_resnet_scale: float = Field(1.0, gt=0, description="bc_resnet: width multiplier (tau)")

@@ -67,6 +67,7 @@ def test_key_follows_features_augmentation_and_data_not_the_model(tiny, tmp_path
         {"how_many_training_steps": "9,9"},
         {"dropout_rate": 0.1},
         {"feature_source": "on_the_fly"},
+        {"specaugment_probability": 0.5},  # masks act in the model, not in the cache
     ]
     for over in same:
         assert cache_key(params(root, **over), manifest, data) == key, over
@@ -96,6 +97,15 @@ def test_key_follows_features_augmentation_and_data_not_the_model(tiny, tmp_path
     assert cache_key(params(root), manifest, other) == key
     (other / "_background_noise_" / "white_noise.wav").write_bytes(b"changed")
     assert cache_key(params(root), manifest, other) != key
+    # augment.noise_dirs: keyed by the files' content, wherever the folder is
+    mine, moved = tmp_path / "my_noise", tmp_path / "elsewhere" / "noise"
+    shutil.copytree(data / "_background_noise_", mine)
+    shutil.copytree(mine, moved)
+    with_mine = cache_key(params(root, noise_dirs=str(mine)), manifest, data)
+    assert with_mine != key
+    assert cache_key(params(root, noise_dirs=str(moved)), manifest, data) == with_mine
+    (moved / "white_noise.wav").write_bytes(b"changed")
+    assert cache_key(params(root, noise_dirs=str(moved)), manifest, data) != with_mine
 
 
 def test_build_writes_memmapped_arrays_and_is_reused(tiny, built):

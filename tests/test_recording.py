@@ -137,3 +137,41 @@ def test_snr_mixing_hits_the_requested_snr(tmp_path):
     added = mixed.numpy() - clean
     snr = 20 * np.log10(np.sqrt(np.mean(clean**2, axis=1)) / np.sqrt(np.mean(added**2, axis=1)))
     assert np.allclose(snr, 6.0, atol=0.2), snr
+
+
+def test_noise_dirs_add_the_users_noise(tmp_path):
+    """augment.noise_dirs: its recordings are mixed in beside data_dir's (here: none)."""
+    from kws_core.features.background import noise_dirs
+
+    rows = []
+    for i in range(4):
+        write_clip(tmp_path / "d" / "yes" / f"s{i}_nohash_0.wav", 0.2 * tone(f"y{i}", freq=440))
+        rows.append({"path": f"yes/s{i}_nohash_0.wav", "label": "yes", "partition": "training"})
+    hum = 0.3 * np.sin(2 * np.pi * 1000 * np.arange(16000 * 3) / 16000)
+    write_clip(tmp_path / "my noise" / "fridge.wav", hum.astype(np.float32))
+    flags = {"background_frequency": 1.0, "time_shift_ms": 0.0, "preprocess": "mfcc"} | OFF
+
+    def mixed_minus_clean(**over):
+        params = load_params(None, flags | over)
+        ap = AudioProcessor(
+            pd.DataFrame(rows),
+            tmp_path / "d",
+            ["yes"],
+            FeatureSpec.from_params(params),
+            params.augment,
+            seed=0,
+            progress=False,
+            noise_dirs=noise_dirs(params),
+        )
+        mixed, _ = ap.augmented_rows(np.arange(4), 0)
+        return mixed.numpy() - ap.sets["training"].float_audio()
+
+    assert np.abs(mixed_minus_clean()).max() == 0  # no noise anywhere: nothing mixed
+    added = mixed_minus_clean(noise_dirs=str(tmp_path / "my noise"))
+    spectrum = np.abs(np.fft.rfft(added, axis=1))
+    assert (np.argmax(spectrum, axis=1) == 1000).any()  # the fridge's 1 kHz (1 Hz bins)
+
+    for bad, message in [(tmp_path / "nowhere", "is not a folder"), (tmp_path / "d", "no .wav")]:
+        with pytest.raises(ConfigError, match=message) as e:
+            noise_dirs(load_params(None, {"noise_dirs": str(bad)}))
+        assert "augment.noise_dirs" in str(e.value) and "\n" not in str(e.value)

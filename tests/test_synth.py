@@ -271,6 +271,39 @@ def test_noise_bad_args():
         make_background_noises(SR, 0.0, seed=0)
     with pytest.raises(KwsError):
         make_background_noises(1000, 5.0, seed=0)
+    with pytest.raises(KwsError, match="no background noise called 'jazz'.*music"):
+        make_background_noises(SR, 2.0, seed=0, names=("music", "jazz"))
+
+
+def test_music_is_tonal_rhythmic_and_seeded():
+    x = make_background_noises(SR, 8.0, seed=1, names=("music",))["music"].astype(np.float64)
+    white = make_background_noises(SR, 8.0, seed=1, names=("white_noise",))["white_noise"]
+    assert -6.01 <= 20 * np.log10(np.max(np.abs(x))) <= -2.99
+
+    def peakiness(y):  # spectral peak over median: harmonic lines stand far above the floor
+        p = np.abs(np.fft.rfft(y[:SR] * np.hanning(SR))) ** 2
+        return p.max() / np.median(p)
+
+    assert peakiness(x) > 100 * peakiness(white.astype(np.float64))
+    # notes come and go: the level moves much more than a steady noise's
+    spread = np.std(20 * np.log10(_frame_rms(x, 320) + 1e-9))
+    assert spread > 2 * np.std(20 * np.log10(_frame_rms(white, 320) + 1e-9))
+    again = make_background_noises(SR, 8.0, seed=1, names=("music",))["music"]
+    other = make_background_noises(SR, 8.0, seed=2, names=("music",))["music"]
+    assert np.array_equal(x.astype(np.float32), again) and not np.array_equal(again, other)
+
+
+def test_noise_types_config_names_the_generators():
+    from kws_core.config import DEFAULT_NOISE_TYPES, NOISE_TYPES, load_params
+    from kws_core.data.synth import noise
+    from kws_core.infra.errors import ConfigError
+
+    assert NOISE_TYPES == noise.NOISE_NAMES + noise.EXTRA_NOISE_NAMES
+    assert DEFAULT_NOISE_TYPES == ",".join(noise.NOISE_NAMES)
+    p = load_params(None, {"noise_types": "babble, music"})
+    assert p.data.synthetic.noise_type_list == ["babble", "music"]
+    with pytest.raises(ConfigError, match="data.synthetic.noise_types.*'jazz'.*music"):
+        load_params(None, {"noise_types": "babble,jazz"})
 
 
 # -- espeak wrapper ---------------------------------------------------------------------------
@@ -565,3 +598,13 @@ def test_piper_voice_change_gives_higher_voices_reproducibly(tmp_path):
     assert "piper-joe-higher" in set(table["voice"])
     with pytest.raises(KwsError, match="piper_voice_change must be a share"):
         generate_synthetic_dataset(tmp_path / "bad", piper_voice_change=1.5, **kw)
+
+
+def test_noise_types_choose_the_background_files(tmp_path):
+    _generate(tmp_path / "m", speakers=2, words=["yes"], noise_names=("babble", "music"))
+    folder = tmp_path / "m" / "_background_noise_"
+    assert {p.name for p in folder.glob("*.wav")} == {"babble.wav", "music.wav"}
+    assert "babble, music" in (tmp_path / "m" / "README.md").read_text()
+    with pytest.raises(KwsError, match="'jazz'"):
+        _generate(tmp_path / "bad", speakers=2, words=["yes"], noise_names=("jazz",))
+    assert not (tmp_path / "bad").exists()

@@ -140,23 +140,30 @@ def _weights(train_dir, arch):
     return {k: reader.get_tensor(k) for k in keys}
 
 
-@pytest.mark.parametrize("source", ["cache", "on_the_fly"])
-def test_resume_ends_at_the_same_step_with_the_same_weights(tiny, tmp_path, source):
+@pytest.mark.parametrize(
+    "source,extra",
+    [("cache", {}), ("on_the_fly", {}), ("cache", {"specaugment_probability": 1.0})],
+    ids=["cache", "on_the_fly", "cache_specaugment"],
+)
+def test_resume_ends_at_the_same_step_with_the_same_weights(tiny, tmp_path, source, extra):
     _, data = tiny
-    full, full_lines = run(tmp_path / "a", data, feature_source=source)
-    part, _ = run(tmp_path / "b", data, how_many_training_steps="4,2", feature_source=source)
+    full, full_lines = run(tmp_path / "a", data, feature_source=source, **extra)
+    part, _ = run(
+        tmp_path / "b", data, how_many_training_steps="4,2", feature_source=source, **extra
+    )
     # simulate an interruption: resume from the step-2 checkpoint of run b
     resumed, lines = run(
         tmp_path / "b",
         data,
         feature_source=source,
         start_checkpoint=str(tmp_path / "b/train/low_latency_conv.ckpt-2"),
+        **extra,
     )
     assert lines[0].startswith("Restored") and "at step 2" in lines[0]
     assert resumed.start_step == 2 and resumed.final_step == full.final_step == 6
     first = [line for line in lines if line.startswith("Step #")][0]
     assert first.startswith("Step #3: rate 0.010000")
-    other, _ = run(tmp_path / "c", data, seed=1, feature_source=source)
+    other, _ = run(tmp_path / "c", data, seed=1, feature_source=source, **extra)
     arch = "low_latency_conv"
     a, b = _weights(full.train_dir, arch), _weights(resumed.train_dir, arch)
     c = _weights(other.train_dir, arch)
@@ -168,6 +175,11 @@ def test_resume_ends_at_the_same_step_with_the_same_weights(tiny, tmp_path, sour
     assert resume_gap <= 1e-6 < seed_gap, (resume_gap, seed_gap)
     tail = [line for line in lines if line.startswith("Step #")]
     assert tail == [line for line in full_lines if line.startswith("Step #")][2:]
+    if extra:  # the masks change training: same seed and batches without them, other weights
+        plain, _ = run(tmp_path / "d", data, feature_source=source)
+        d = _weights(plain.train_dir, arch)
+        weights = [k for k in a if k.startswith("optimizer/_trainable_variables/")]
+        assert weights and max(float(np.max(np.abs(a[k] - d[k]))) for k in weights) > 1e-4
 
 
 def test_resume_errors_are_clear(tiny, tmp_path):

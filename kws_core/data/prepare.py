@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kws_core.config import Params
+from kws_core.config import DEFAULT_NOISE_TYPES, Params
 from kws_core.data.fetch import MARKER_NAME, fetch_dataset, read_marker
 from kws_core.infra.atomic import atomic_write_text
 from kws_core.infra.errors import DataError
@@ -45,12 +45,13 @@ def _synthetic_recipe(params: Params) -> dict:
         "clip_duration_ms": params.data.clip_duration_ms,
         "piper_speakers": s.piper_speakers,
         "heldout_dialects": s.heldout_dialect_list,
-        # only when it changes anything, so data sets made before it are still reused
+        # only when they change anything, so data sets made before them are still reused
         **(
             {"piper_voice_change": s.piper_voice_change}
             if s.piper_voice_change and s.piper_speakers
             else {}
         ),
+        **({"noise_types": s.noise_type_list} if s.noise_types != DEFAULT_NOISE_TYPES else {}),
     }
 
 
@@ -177,6 +178,7 @@ def make_synthetic(params: Params, data_dir: Path, progress: bool = True) -> Raw
         piper_speakers=s.piper_speakers,
         piper_voice_change=s.piper_voice_change,
         dialects=training_dialects(params),
+        noise_names=s.noise_type_list,
     )
     return RawDataset(data_dir, SYNTHETIC, False, _write_marker(data_dir, recipe))
 

@@ -282,6 +282,7 @@ def _quiet_converter():
 def _calibration_audio(params, labels, spec, manifest, progress) -> np.ndarray:
     from kws_core.data.manifest import load_manifest, manifest_path
     from kws_core.features.augmented_audio import AudioProcessor
+    from kws_core.features.background import noise_dirs
 
     if manifest is None:
         manifest = load_manifest(manifest_path(params))
@@ -293,6 +294,7 @@ def _calibration_audio(params, labels, spec, manifest, progress) -> np.ndarray:
         params.augment,
         seed=params.train.seed,
         progress=progress,
+        noise_dirs=noise_dirs(params),
     )
     return proc.augmented_audio(params.export.representative_examples)
 

@@ -8,6 +8,7 @@ Validation and test audio is never augmented and is identical from one evaluatio
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
 
-from kws_core.config import BACKGROUND_NOISE_DIR, SILENCE_LABEL, AugmentConfig
+from kws_core.config import SILENCE_LABEL, AugmentConfig
+from kws_core.features.background import load_background
 from kws_core.features.front_end import FeatureSpec, compute_features
 from kws_core.infra.errors import DataError
 from kws_core.infra.wav import WavError, read_wav
@@ -49,19 +51,6 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return np.pad(x, (0, n - len(x)))
 
 
-def load_background(data_dir: Path, sample_rate: int, min_samples: int) -> list[np.ndarray]:
-    """Usable `_background_noise_` recordings as float32 arrays (bad or short files skipped)."""
-    out = []
-    for path in sorted((data_dir / BACKGROUND_NOISE_DIR).glob("*.wav")):
-        try:
-            x = read_wav(path, sample_rate)
-        except (WavError, OSError):
-            continue
-        if len(x) > min_samples:
-            out.append(x.astype(np.float32))
-    return out
-
-
 # Second element of the stateless keys of the feature cache's copies (copy c: BASE - 8c - k), far
 # from the keys training steps use (step * 8 + k, and small negative steps for stats/calibration).
 COPY_KEY_BASE = -(1 << 40)
@@ -84,6 +73,7 @@ class AudioProcessor:
         augment: AugmentConfig,
         seed: int = 0,
         progress: bool = True,
+        noise_dirs: Sequence[Path] = (),
     ) -> None:
         self.spec = spec
         self.augment = augment
@@ -98,7 +88,7 @@ class AudioProcessor:
             self._chain = RecordingChain(augment, spec.sample_rate, seed)
         self.index = {label: i for i, label in enumerate(labels)}
         n = spec.desired_samples
-        self.background = load_background(data_dir, spec.sample_rate, n)
+        self.background = load_background(data_dir, spec.sample_rate, n, noise_dirs)
         # Without `_background_noise_` recordings, noise mixing is skipped and silence examples
         # are digital zeros, as in the tutorial.
         self.sets: dict[str, AudioSet] = {}

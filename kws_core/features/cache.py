@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kws_core.config import BACKGROUND_NOISE_DIR, Params
+from kws_core.config import Params
 from kws_core.data.labels import prepare_words_list
+from kws_core.features.background import background_files, noise_dirs
 from kws_core.features.front_end import FeatureSpec
 from kws_core.infra.atomic import atomic_dir
 from kws_core.infra.errors import DataError
@@ -81,11 +82,14 @@ def _manifest_digest(manifest: pd.DataFrame) -> str:
     return hashlib.sha256(cols.to_csv(index=False).encode()).hexdigest()
 
 
-def _background_digest(data_dir: Path) -> dict[str, str]:
+def _background_digest(data_dir: Path, extra_dirs: list[Path]) -> dict[str, str]:
     """sha1 of every background-noise file: silence and noise mixing are cut from them."""
     out = {}
-    for path in sorted((data_dir / BACKGROUND_NOISE_DIR).glob("*.wav")):
+    for path in background_files(data_dir):
         out[path.name] = hashlib.sha1(path.read_bytes()).hexdigest()
+    for i, folder in enumerate(extra_dirs):  # by content and order, not by where they are
+        for path in sorted(folder.glob("*.wav")):
+            out[f"noise_dirs[{i}]/{path.name}"] = hashlib.sha1(path.read_bytes()).hexdigest()
     return out
 
 
@@ -96,12 +100,13 @@ def _key_inputs(params: Params, manifest: pd.DataFrame, data_dir: Path | None) -
         "format": CACHE_FORMAT,
         "features": spec.to_dict(),
         "dtype": feature_dtype(spec),
-        "augment": params.augment.model_dump(mode="json"),
+        # noise_dirs counts by the files' content (background_sha1), not by their paths
+        "augment": params.augment.model_dump(mode="json", exclude={"noise_dirs"}),
         "cache_copies": params.features.cache_copies,
         "seed": params.train.seed,
         "labels": prepare_words_list(params.data.wanted_word_list),
         "manifest_sha256": _manifest_digest(manifest),
-        "background_sha1": _background_digest(data_dir),
+        "background_sha1": _background_digest(data_dir, noise_dirs(params)),
     }
 
 
@@ -242,7 +247,14 @@ def build_feature_cache(
     dtype = np.dtype(inputs["dtype"])
     copies = params.features.cache_copies
     processor = AudioProcessor(
-        manifest, data_dir, labels, spec, params.augment, seed=params.train.seed, progress=progress
+        manifest,
+        data_dir,
+        labels,
+        spec,
+        params.augment,
+        seed=params.train.seed,
+        progress=progress,
+        noise_dirs=noise_dirs(params),
     )
     n = len(processor.sets["training"])
     h, w = spec.shape

@@ -287,6 +287,11 @@ class FeatureSpec:
         return int(self.sample_rate * self.window_stride_ms / 1000)
 
     @property
+    def frame_ms(self) -> float:
+        """Milliseconds between frames (for `embedding`: between embeddings)."""
+        return 1000 * self.window_stride_samples / self.sample_rate
+
+    @property
     def spectrogram_length(self) -> int:
         length_minus_window = self.desired_samples - self.window_size_samples
         if length_minus_window < 0:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from kws_core.config import Params, write_params
 from kws_core.data.labels import write_labels
 from kws_core.features.augmented_audio import AudioProcessor
+from kws_core.features.background import noise_dirs
 from kws_core.infra.atomic import atomic_write_text
 from kws_core.infra.errors import KwsError
 from kws_core.infra.faults import crash_point
@@ -130,6 +131,7 @@ def train(
     say = log or (lambda msg: tqdm.write(msg))
     t = params.train
     eval_dirs = check_eval_dirs(params)  # a missing folder stops the run before any work
+    noise_dirs(params)  # so does a missing noise folder
     tf.keras.utils.set_random_seed(t.seed)
     model, labels, spec = build_model(params)
     summary = model_summary(model)
@@ -143,7 +145,14 @@ def train(
         test_x, test_y = cache.testing, np.asarray(cache.testing_labels)
     else:
         processor = AudioProcessor(
-            manifest, data_dir, labels, spec, params.augment, seed=t.seed, progress=progress
+            manifest,
+            data_dir,
+            labels,
+            spec,
+            params.augment,
+            seed=t.seed,
+            progress=progress,
+            noise_dirs=noise_dirs(params),
         )
         val_x, val_y = processor.features("validation")
         test_x, test_y = processor.features("testing")

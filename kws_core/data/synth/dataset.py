@@ -30,7 +30,7 @@ from scipy.signal import resample as fft_resample
 from tqdm import tqdm
 
 from kws_core.data.synth import espeak
-from kws_core.data.synth.noise import make_background_noises
+from kws_core.data.synth.noise import NOISE_NAMES, check_noise_names, make_background_noises
 from kws_core.data.synth.piper import PiperEngine, PiperSpeaker, make_piper_speakers
 from kws_core.data.synth.speakers import Speaker, make_speakers
 from kws_core.infra.atomic import atomic_dir
@@ -277,10 +277,10 @@ def _render_speaker(task: tuple) -> dict:
 
 
 def _render_noise(task: tuple) -> list[str]:
-    root, sample_rate, duration_s, seed = task
+    root, sample_rate, duration_s, seed, names = task
     folder = Path(root) / BACKGROUND_NOISE_DIR
     folder.mkdir(exist_ok=True)
-    tracks = make_background_noises(sample_rate, duration_s, seed)
+    tracks = make_background_noises(sample_rate, duration_s, seed, names)
     for name, x in tracks.items():
         pcm = np.clip(np.round(x.astype(np.float64) * 32767.0), -32768, 32767).astype(np.int16)
         _write_wav(folder / f"{name}.wav", pcm, sample_rate)
@@ -422,6 +422,7 @@ def generate_synthetic_dataset(
     piper_speakers: int = 0,
     dialects: Sequence[str] | None = None,
     piper_voice_change: float = 0.0,
+    noise_names: Sequence[str] = NOISE_NAMES,
 ) -> SynthReport:
     """Write a Speech Commands-style data set of espeak-ng (and Piper) voices to `out_dir`.
 
@@ -430,7 +431,8 @@ def generate_synthetic_dataset(
     task per speaker; the output is byte-identical for the same arguments, whatever `workers`.
     `dialects` limits the espeak speakers to those English dialects (None: all);
     `piper_speakers` adds speakers of Piper's neural voice (needs the `voices` extra), a
-    `piper_voice_change` share of them with a higher voice.
+    `piper_voice_change` share of them with a higher voice; `noise_names` are the generated
+    `_background_noise_` files (see `kws_core.data.synth.noise`).
     Clips failing `quality_problem` are not written; `quality.csv` counts them per voice.
     """
     out, words_t, clip_len = _check_args(
@@ -446,6 +448,8 @@ def generate_synthetic_dataset(
     )
     if not _is_int(piper_speakers) or piper_speakers < 0:
         raise KwsError(f"piper_speakers must be a whole number >= 0, got {piper_speakers!r}")
+    noise_names = tuple(noise_names)
+    check_noise_names(noise_names)
     started = time.perf_counter()
     voices = make_speakers(int(speakers), int(seed), dialects=dialects)
     if not isinstance(piper_voice_change, int | float) or not 0 <= piper_voice_change <= 1:
@@ -461,7 +465,7 @@ def generate_synthetic_dataset(
     with atomic_dir(out) as tmp:
         for word in words_t:
             (tmp / word).mkdir()
-        noise_task = (str(tmp), sample_rate, float(noise_duration_s), int(seed))
+        noise_task = (str(tmp), sample_rate, float(noise_duration_s), int(seed), noise_names)
         # Piper speakers first: they are slow, so the espeak ones fill the gaps at the end.
         tasks = [
             (str(tmp), sp, words_t, utterances_per_speaker, int(seed), sample_rate, clip_len)

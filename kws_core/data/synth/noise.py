@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.signal import butter, fftconvolve, sosfilt
@@ -12,6 +13,8 @@ from kws_core.data.synth import espeak
 from kws_core.infra.errors import KwsError
 
 NOISE_NAMES = ("white_noise", "pink_noise", "brown_noise", "machinery_hum", "babble")
+# Generators that exist but are not in the default set (data.synthetic.noise_types adds them).
+EXTRA_NOISE_NAMES = ("music",)
 PEAK_DBFS = (-6.0, -3.0)
 
 # Filler vocabulary for babble: everyday words, none of them a Speech Commands keyword.
@@ -158,19 +161,103 @@ def babble(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     return fftconvolve(mix, taps)[:n]
 
 
+# Scale steps (semitones from the key note) and chord progressions (scale degrees, one a bar).
+_SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
+_PROGRESSIONS = ((0, 4, 5, 3), (0, 3, 4, 4), (0, 5, 3, 4), (5, 3, 0, 4))
+
+
+def _note(f0: float, length: int, sample_rate: int, rng: np.random.Generator, decay_s: float):
+    """One harmonic tone (a plucked or held instrument): up to 8 partials below Nyquist,
+    brightness and decay drawn per note, a 5 ms attack so it does not click."""
+    t = np.arange(length) / sample_rate
+    tone = np.zeros(length)
+    tilt = rng.uniform(0.8, 2.0)
+    for k in range(1, 9):
+        if k * f0 >= 0.45 * sample_rate:
+            break
+        tone += k**-tilt * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
+    attack = np.minimum(t / 0.005, 1.0)
+    return tone * attack * np.exp(-t / decay_s)
+
+
+def music(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Music-like bed: a chord a bar, a bass line, a melody on the beat and noise-burst drums,
+    at a random tempo and key, in a small room (a radio or TV playing in the background)."""
+    bpm = rng.uniform(70.0, 150.0)
+    beat = int(round(60.0 / bpm * sample_rate))
+    scale = _SCALES[str(rng.choice(list(_SCALES)))]
+    key = 220.0 * 2 ** (int(rng.integers(0, 12)) / 12)  # A3..G#4
+    progression = _PROGRESSIONS[int(rng.integers(len(_PROGRESSIONS)))]
+
+    def pitch(degree: int, octave: int) -> float:
+        step = scale[degree % 7] + 12 * (degree // 7 + octave)
+        return key * 2 ** (step / 12)
+
+    out = np.zeros(n + 4 * beat)
+    levels = {"chord": 0.35, "bass": 0.6, "melody": 0.5, "drums": rng.uniform(0.0, 0.5)}
+    bar = 0
+    for start in range(-int(rng.integers(0, 4 * beat)), n, 4 * beat):
+        root = progression[bar % len(progression)]
+        bar += 1
+        for offset, octave in ((0, 0), (2, 0), (4, 0)):  # triad held for the bar
+            note = _note(pitch(root + offset, octave), 4 * beat, sample_rate, rng, 1.2)
+            _add(out, start, levels["chord"] * note)
+        for b in range(4):
+            at = start + b * beat
+            if b % 2 == 0:
+                note = _note(pitch(root, -2), beat, sample_rate, rng, 0.3)
+                _add(out, at, levels["bass"] * note)
+            for half in range(2):  # melody in eighth notes, some rests
+                if rng.random() < 0.7:
+                    degree = root + int(rng.integers(0, 8))
+                    note = _note(pitch(degree, 1), beat // 2, sample_rate, rng, 0.15)
+                    _add(out, at + half * (beat // 2), levels["melody"] * note)
+                hat = rng.standard_normal(beat // 8) * np.exp(-np.arange(beat // 8) / 200.0)
+                _add(out, at + half * (beat // 2), 0.3 * levels["drums"] * hat)
+            if b % 2 == 1:  # snare on 2 and 4
+                snare = rng.standard_normal(beat // 3) * np.exp(-np.arange(beat // 3) / 1500.0)
+                _add(out, at, levels["drums"] * snare)
+    band = [60.0, min(6000.0, 0.45 * sample_rate)]
+    sos = butter(2, band, "bandpass", fs=sample_rate, output="sos")
+    mix = sosfilt(sos, out[:n]) * (1.0 + 0.3 * _slow_wobble(n, sample_rate, rng, 0.05))
+    return fftconvolve(mix, _room(int(0.4 * sample_rate), sample_rate, rng))[:n]
+
+
+def _add(out: np.ndarray, at: int, x: np.ndarray) -> None:
+    """out[at : at + len(x)] += x, clipped to out (at may be negative)."""
+    lo, hi = max(at, 0), min(at + len(x), len(out))
+    if hi > lo:
+        out[lo:hi] += x[lo - at : hi - at]
+
+
 _GENERATORS = {
     "white_noise": white_noise,
     "pink_noise": pink_noise,
     "brown_noise": brown_noise,
     "machinery_hum": machinery_hum,
     "babble": babble,
+    "music": music,
 }
 
 
+def check_noise_names(names: Sequence[str]) -> None:
+    """A KwsError naming the first name no generator has (or an empty list)."""
+    unknown = [name for name in names if name not in _GENERATORS]
+    if unknown or not names:
+        raise KwsError(
+            f"no background noise called {unknown[0] if unknown else '(none given)'!r}; "
+            f"choose from {', '.join(_GENERATORS)}"
+        )
+
+
 def make_background_noises(
-    sample_rate: int = 16000, duration_s: float = 60.0, seed: int = 0
+    sample_rate: int = 16000,
+    duration_s: float = 60.0,
+    seed: int = 0,
+    names: Sequence[str] = NOISE_NAMES,
 ) -> dict[str, np.ndarray]:
-    """{name: float32 track} for NOISE_NAMES, each ceil(duration_s * sample_rate) samples.
+    """{name: float32 track} for `names` (NOISE_NAMES and EXTRA_NOISE_NAMES), each
+    ceil(duration_s * sample_rate) samples.
 
     Every track is mean-free and scaled so its peak sits between -6 and -3 dBFS. The same
     (sample_rate, duration_s, seed) always gives the same samples.
@@ -185,9 +272,10 @@ def make_background_noises(
         raise KwsError(f"noise duration must be between 1 and 3600 seconds, got {duration_s}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise KwsError(f"seed must be an integer, got {seed!r}")
+    check_noise_names(names)
     n = math.ceil(duration_s * sample_rate - 1e-9)
     out = {}
-    for name in NOISE_NAMES:
+    for name in names:
         rng = _rng("kws-synth-noise", seed, name, sample_rate)
         out[name] = _normalise(_GENERATORS[name](n, sample_rate, rng), rng)
     return out

@@ -33,6 +33,7 @@ from kws_core.training.models import (
 )
 from kws_core.training.models.normalization import with_normalization
 from kws_core.training.models.settings import ModelSettings
+from kws_core.training.models.spec_augment import SpecAugmentSettings, with_spec_augment
 
 __all__ = ["MODELS", "ModelSettings", "create_model", "model_names", "model_summary"]
 
@@ -92,15 +93,24 @@ def build_model(params):
         bins = EMBEDDING_DIM  # the architecture sees embeddings, made by the fine-tuned top
     settings = ModelSettings.from_params(params, len(labels), frames, bins)
     body = create_model(params.train.model_architecture, settings)
+    # SpecAugment masks normalised features: the embeddings when the top is fine-tuned
+    # (the activations below it are not a spectrogram), else the front end's output.
+    augment = SpecAugmentSettings.from_params(params, spec.frame_ms, bins)
     if top:
-        body = with_embedding_top(body, top, frames)
-    return with_normalization(body), labels, spec
+        body = with_embedding_top(body, top, frames, augment)
+        return with_normalization(body), labels, spec
+    return with_normalization(body, augment), labels, spec
 
 
 EMBEDDING_NORM = "embedding_norm"
 
 
-def with_embedding_top(head: keras.Model, top_layers: int, windows: int) -> keras.Model:
+def with_embedding_top(
+    head: keras.Model,
+    top_layers: int,
+    windows: int,
+    augment: SpecAugmentSettings | None = None,
+) -> keras.Model:
     """`head` behind a trainable copy of the speech embedding's top `top_layers` convolutions:
     `[windows, activations below them]` -> embeddings -> per-value normalisation -> `head`.
 
@@ -124,6 +134,8 @@ def with_embedding_top(head: keras.Model, top_layers: int, windows: int) -> kera
         name="unfold_windows",
     )(x)
     x = FeatureNormalization(name=EMBEDDING_NORM)(x)
+    if augment is not None:
+        x = with_spec_augment(x, augment)
     return keras.Model(inputs, head(x), name=head.name)
 
 

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from kws_core.features.stats import feature_stats
+from kws_core.training.models.spec_augment import SpecAugmentSettings, with_spec_augment
 
 NAME = "feature_norm"
 MIN_STD = 1e-3  # a constant bin (e.g. a silent band) must not blow up
@@ -43,10 +44,14 @@ class FeatureNormalization(keras.layers.Layer):
         return bool(np.all(self.mean.numpy() == 0) and np.all(self.inv_std.numpy() == 1))
 
 
-def with_normalization(body: keras.Model) -> keras.Model:
-    """`body` behind a FeatureNormalization layer, as one model with the body's name."""
+def with_normalization(body: keras.Model, augment: SpecAugmentSettings | None = None):
+    """`body` behind a FeatureNormalization layer (then SpecAugment, when `augment` masks
+    anything), as one model with the body's name."""
     inputs = keras.Input(shape=body.input_shape[1:], name="features")
-    return keras.Model(inputs, body(FeatureNormalization(name=NAME)(inputs)), name=body.name)
+    x = FeatureNormalization(name=NAME)(inputs)
+    if augment is not None:
+        x = with_spec_augment(x, augment)
+    return keras.Model(inputs, body(x), name=body.name)
 
 
 def split(model: keras.Model) -> tuple[FeatureNormalization, keras.Model]:
