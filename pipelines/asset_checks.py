@@ -4,12 +4,12 @@ Severity: ERROR blocks downstream assets (the data-quality suite) or marks a mod
 WARN flags a model that works but misses the target people set in params.yaml.
 """
 
-import json
-
 import dagster as dg
 
 from kws_core.steps import validate_step
+from kws_core.streaming.report import read_stream_report
 from kws_core.training.compare import champion_params
+from kws_core.training.report import read_metrics
 from pipelines.assets.data import partition_manifest
 from pipelines.assets.streaming import streaming_eval_report
 from pipelines.assets.training import trained_model
@@ -47,8 +47,7 @@ def _grade(value: float, warn: float, fail: float, higher_is_better: bool):
 def model_accuracy(kws: KwsParams) -> dg.AssetCheckResult:
     params = kws.load()
     chosen = champion_params(params)
-    metrics = json.loads((chosen.resolve(chosen.train.reports_dir) / "metrics.json").read_text())
-    acc = float(metrics["test_accuracy"])
+    acc = float(read_metrics(chosen)["test_accuracy"])
     t = params.checks
     passed, severity = _grade(acc, t.warn_test_accuracy, t.fail_test_accuracy, True)
     return dg.AssetCheckResult(
@@ -69,7 +68,7 @@ def model_accuracy(kws: KwsParams) -> dg.AssetCheckResult:
 def streaming_thresholds(kws: KwsParams) -> dg.AssetCheckResult:
     params = kws.load()
     s = params.stream
-    report = json.loads((params.resolve(s.stream_dir) / "report.json").read_text())
+    report = read_stream_report(params)
     frr = report["keyword_stream"]["false_reject_rate"]
     fa = report["negative_stream"]["false_accepts_per_hour"]
     c = params.checks

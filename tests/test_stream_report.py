@@ -223,3 +223,18 @@ def test_cli_streaming_verbs(trained, tmp_path):
         *flags,
     )
     assert run.returncode == 2 and "line 2" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_read_stream_report_says_what_to_run(tmp_path):
+    from kws_core.config import load_params
+    from kws_core.infra.errors import DataError
+    from kws_core.streaming.report import REPORT_FILE, read_stream_report
+
+    params = load_params(None, {"stream_dir": str(tmp_path)})
+    with pytest.raises(DataError, match="run `kws stream-eval` first"):
+        read_stream_report(params)
+    (tmp_path / REPORT_FILE).write_text("{broken")
+    with pytest.raises(DataError, match="unreadable"):
+        read_stream_report(params)
+    (tmp_path / REPORT_FILE).write_text('{"real_time_factor": 0.01}')
+    assert read_stream_report(params) == {"real_time_factor": 0.01}

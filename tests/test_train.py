@@ -349,3 +349,20 @@ def test_balance_classes_changes_training_only_when_labels_are_unequal(tiny, tmp
         for k in weights
         if a.get_tensor(k).dtype.kind == "f"
     )
+
+
+def test_read_metrics_is_the_reader_of_what_training_wrote(tiny, tmp_path):
+    from kws_core.infra.errors import DataError
+    from kws_core.training.report import metrics_path, read_metrics
+
+    root, data = tiny
+    p = params_for(tmp_path / "m")
+    with pytest.raises(DataError, match="train first"):
+        read_metrics(p)
+    result, _ = run(tmp_path / "m", data)
+    metrics = read_metrics(p)
+    assert metrics_path(p) == result.reports_dir / "metrics.json"
+    assert metrics["test_accuracy"] == result.test_accuracy and metrics["final_step"] == 6
+    metrics_path(p).write_text("[1, 2]")
+    with pytest.raises(DataError, match="not a JSON object"):
+        read_metrics(p)

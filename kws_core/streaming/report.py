@@ -48,6 +48,8 @@ from kws_core.streaming.score import (
 THRESHOLDS = np.round(np.arange(0.02, 1.0, 0.02), 2)
 STREAMS = {False: "streaming_test", True: "streaming_negative"}
 
+REPORT_FILE = "report.json"
+
 
 @dataclass
 class StreamFiles:
@@ -281,7 +283,7 @@ def streaming_eval(
         "audio_s": audio,
     }
     files = {
-        "report_json": out / "report.json",
+        "report_json": out / REPORT_FILE,
         "report_md": out / "report.md",
         "det_png": out / "det_curve.png",
         "det_csv": out / "det_curve.csv",
@@ -342,16 +344,30 @@ def _markdown(result: StreamReport, curve: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_stream_report(params: Params) -> dict:
+    """The last `kws stream-eval`'s report.json, or a one-line DataError saying what to run."""
+    path = params.resolve(params.stream.stream_dir) / REPORT_FILE
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist: run `kws stream-eval` first") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is unreadable ({e}); run `kws stream-eval` again") from None
+    if not isinstance(report, dict):
+        raise DataError(f"{path} is not a JSON object; run `kws stream-eval` again")
+    return report
+
+
 def _log_to_training_run(params: Params, result: StreamReport) -> None:
     """Attach the report to the MLflow run that trained the model (from its metrics.json)."""
     from kws_core.infra.errors import KwsError
     from kws_core.training.compare import champion_params
+    from kws_core.training.report import read_metrics
 
     try:
         chosen = champion_params(params)  # with train.architectures: the exported champion
-        metrics_file = chosen.resolve(chosen.train.reports_dir) / "metrics.json"
-        run_id = json.loads(metrics_file.read_text()).get("run_id", "")
-    except (OSError, ValueError, KwsError):
+        run_id = str(read_metrics(chosen).get("run_id", ""))
+    except KwsError:
         return
     if not run_id:
         return

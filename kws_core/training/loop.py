@@ -6,7 +6,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,50 +15,25 @@ from tqdm import tqdm
 
 from kws_core.config import Params, write_params
 from kws_core.data.labels import write_labels
-from kws_core.features.augmented_audio import AudioProcessor
 from kws_core.features.background import noise_dirs
 from kws_core.infra.atomic import atomic_write_text
 from kws_core.infra.errors import KwsError
 from kws_core.infra.faults import crash_point
-from kws_core.infra.plots import confusion_matrix, confusion_table, format_confusion, plot_confusion
+from kws_core.infra.plots import confusion_matrix, format_confusion
 from kws_core.training.checkpoints import CheckpointManager, resolve_checkpoint, restore
-from kws_core.training.evaluate import check_eval_dirs, evaluate_features, score_eval_dirs
+from kws_core.training.data import open_training_data
+from kws_core.training.evaluate import check_eval_dirs, evaluate_features
 from kws_core.training.models import EMBEDDING_NORM, build_model, model_summary
 from kws_core.training.models.normalization import set_inner_stats, split
+from kws_core.training.report import RunFacts, TrainResult, report_run
+
+__all__ = ["NanError", "TrainResult", "train"]
 
 
 class NanError(KwsError):
     """check_nans found a NaN/Inf."""
 
 
-@dataclass
-class TrainResult:
-    arch: str
-    labels: list[str]
-    train_dir: Path
-    final_step: int
-    start_step: int
-    best_step: int
-    best_val_accuracy: float
-    test_accuracy: float
-    seconds: float
-    steps_per_second: float
-    warm_steps_per_second: float  # after the first step (tracing, pipeline start-up) is done
-    params_count: int
-    flops: int
-    best_checkpoint: Path
-    last_checkpoint: Path
-    reports_dir: Path
-    summaries_dir: Path
-    test_confusion: list[list[int]] = field(default_factory=list)
-    # train.eval_dirs scores: {folder: {accuracy, n, per_class, ...}} (kws_core.training.evaluate)
-    eval_dirs: dict[str, dict] = field(default_factory=dict)
-    run_id: str = ""
-    model_version: str = ""
-    champion: bool = False
-
-
-NORM_SAMPLE = 4000  # training rows that set a fine-tuned embedding's normalisation
 IN_PROGRESS = "in_progress.json"  # written when training starts, removed when it ends
 
 
@@ -135,27 +109,8 @@ def train(
     tf.keras.utils.set_random_seed(t.seed)
     model, labels, spec = build_model(params)
     summary = model_summary(model)
-    cache = processor = None
-    if t.feature_source == "cache":
-        # Augmented features from disk (built first if missing): no audio in memory at all.
-        from kws_core.features.cache import build_feature_cache
-
-        cache = build_feature_cache(params, manifest, data_dir, progress=progress)
-        val_x, val_y = cache.validation, np.asarray(cache.validation_labels)
-        test_x, test_y = cache.testing, np.asarray(cache.testing_labels)
-    else:
-        processor = AudioProcessor(
-            manifest,
-            data_dir,
-            labels,
-            spec,
-            params.augment,
-            seed=t.seed,
-            progress=progress,
-            noise_dirs=noise_dirs(params),
-        )
-        val_x, val_y = processor.features("validation")
-        test_x, test_y = processor.features("testing")
+    data = open_training_data(params, manifest, data_dir, labels, spec, progress=progress)
+    val_x, val_y = data.validation
 
     steps, rates = t.steps, t.rates
     total = sum(steps)
@@ -177,19 +132,10 @@ def train(
             # The outer normalisation stays the identity: the fine-tuned convolutions expect
             # the activations as they are; their embeddings are normalised instead.
             _, body = split(model)
-            if cache is not None:
-                n = len(cache.training)
-                rows = cache.training[:: max(n // NORM_SAMPLE, 1)]
-                batches = (rows[i : i + 500] for i in range(0, len(rows), 500))
-            else:
-                batches = (x for x, _ in processor.training_dataset(t.batch_size, -20, -1))
-            set_inner_stats(body, EMBEDDING_NORM, batches)
+            set_inner_stats(body, EMBEDDING_NORM, data.input_sample(t.batch_size))
         elif t.normalize_features:
             norm, _ = split(model)
-            if cache is not None:
-                norm.set_stats(*cache.norm_stats)
-            else:
-                norm.set_stats(*processor.feature_stats(t.batch_size))
+            norm.set_stats(*data.feature_stats(t.batch_size))
     else:
         prefix = resolve_checkpoint(start_from, train_dir)
         restore(ckpt, prefix)
@@ -200,16 +146,15 @@ def train(
                 f"start_checkpoint {prefix} is at step {start}, already at or past the "
                 f"{total} steps of how_many_training_steps"
             )
-    if cache is not None:
-        say(f"Training features: {cache.path} ({'reused' if cache.reused else 'built'})")
+    if data.describe():
+        say(data.describe())
     labels_path = write_labels(labels, train_dir / f"{t.model_architecture}_labels.txt")
     write_params(params, train_dir / "params.yaml")
     atomic_write_text(marker, json.dumps({"params": _run_digest(params)}))
 
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    train_labels = cache.training_labels if cache is not None else processor.sets["training"].labels
     log_prior = tf.constant(
-        label_log_prior(np.asarray(train_labels), len(labels)) if t.balance_classes else 0.0,
+        label_log_prior(data.training_labels, len(labels)) if t.balance_classes else 0.0,
         tf.float32,
     )
     variables = model.trainable_variables
@@ -250,7 +195,7 @@ def train(
                 "resumed_from_step": str(start),
             }
             | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
-            | ({"feature_cache": cache.key} if cache is not None else {}),
+            | data.tags,
         )
         tracker.log_metrics({"params": summary["params"], "flops": summary["flops"]}, step=start)
 
@@ -271,13 +216,8 @@ def train(
     status = "FAILED"
     t0 = t_warm = time.perf_counter()
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress)
-    dataset = None
     try:
-        if cache is not None:
-            # Rows of the memory-mapped cache keyed by (seed, step), gathered by a thread.
-            dataset = cache.batches(t.batch_size, start + 1, total, t.seed)
-        else:
-            dataset = processor.training_dataset(t.batch_size, start + 1, total)
+        dataset = data.batches(t.batch_size, start + 1, total)
         step = start
         for step, (x, y) in enumerate(dataset, start=start + 1):
             rate = piecewise_rate(step, steps, rates)
@@ -315,77 +255,26 @@ def train(
             crash_point("train.after_step")
         bar.close()
         time_end = time.perf_counter()
-        seconds = time_end - t0
-        trained = step - start
         if manager.state.best:
             restore(ckpt, train_dir / manager.state.best)
-        pred = evaluate_features(model, test_x)
-        cm = confusion_matrix(test_y, pred, len(labels))
-        test_acc = float(np.mean(pred == test_y)) if len(test_y) else 0.0
-        say(f"Confusion Matrix:\n{format_confusion(cm, labels)}")
-        say(f"Final test accuracy = {100 * test_acc:.1f}% (N={len(test_y)})")
-        reports = params.resolve(t.reports_dir)
-        png = plot_confusion(
-            cm, labels, reports / "confusion_matrix.png", title=f"{t.model_architecture} test"
-        )
-        table = reports / "confusion_matrix.csv"
-        atomic_write_text(table, confusion_table(cm, labels).to_csv())
-        evals = score_eval_dirs(model, labels, spec, eval_dirs, reports)
-        for name, ev in evals.items():
-            classes = ", ".join(f"{k} {100 * v:.0f}%" for k, v in ev["per_class"].items())
-            say(f"Accuracy on {name} = {100 * ev['accuracy']:.1f}% (N={ev['n']}): {classes}")
-        result = TrainResult(
-            arch=t.model_architecture,
-            labels=labels,
+        facts = RunFacts(
             train_dir=train_dir,
-            final_step=step,
-            start_step=start,
+            summaries_dir=summaries,
+            labels_path=labels_path,
+            best=manager.state.best,
+            latest=manager.state.latest,
             best_step=manager.state.best_step,
             best_val_accuracy=manager.state.best_val_accuracy,
-            test_accuracy=test_acc,
-            seconds=seconds,
-            steps_per_second=trained / seconds if seconds > 0 else 0.0,
-            warm_steps_per_second=(trained - 1) / (time_end - t_warm) if trained > 1 else 0.0,
+            start_step=start,
+            final_step=step,
+            seconds=time_end - t0,
+            warm_seconds=time_end - t_warm,
             params_count=summary["params"],
             flops=summary["flops"],
-            best_checkpoint=train_dir / manager.state.best,
-            last_checkpoint=train_dir / manager.state.latest,
-            reports_dir=reports,
-            summaries_dir=summaries,
-            test_confusion=cm.tolist(),
-            eval_dirs=evals,
         )
-        if tracker:
-            tracker.log_metrics(
-                {"test_accuracy": test_acc, "steps_per_second": result.steps_per_second}, step
-            )
-            tracker.log_artifact(png, "plots")
-            tracker.log_artifact(table, "tables")
-            for name, ev in evals.items():
-                tracker.log_metrics(
-                    {f"eval_{name}_accuracy": ev["accuracy"]}
-                    | {f"eval_{name}_{k}": v for k, v in ev["per_class"].items()},
-                    step,
-                )
-                tracker.log_artifact(Path(ev["confusion_png"]), "plots")
-            tracker.log_artifact(labels_path)
-            for f in sorted(train_dir.glob(f"{manager.state.best}.*")):
-                tracker.log_artifact(f, "checkpoint")
-            tracker.log_artifact(labels_path, "checkpoint")
-            from kws_core.training.tracking import registered_model_name
-
-            name = registered_model_name(t.model_architecture, params.data.wanted_word_list)
-            result.model_version, result.champion = tracker.register(name, result.best_val_accuracy)
-            result.run_id = tracker.run_id
-        metrics = {
-            k: v
-            for k, v in asdict(result).items()
-            if isinstance(v, int | float | str) and not isinstance(v, bool)
-        }
-        metrics["champion"] = result.champion
-        if evals:
-            metrics["eval"] = evals
-        atomic_write_text(reports / "metrics.json", json.dumps(metrics, indent=2, default=str))
+        result = report_run(
+            params, model, labels, spec, data.testing, eval_dirs, facts, tracker, say
+        )
         status = "FINISHED"
         marker.unlink(missing_ok=True)
         return result
@@ -396,8 +285,7 @@ def train(
         marker.unlink(missing_ok=True)  # a failure (NaN, bad data) is not resumed into
         raise
     finally:
-        if cache is not None and dataset is not None:
-            dataset.close()
+        data.close()
         bar.close()
         train_writer.close()
         val_writer.close()
