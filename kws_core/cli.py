@@ -112,7 +112,7 @@ def _load(args: argparse.Namespace, overrides: list[str]) -> Params:
 def cmd_synth_dataset(params: Params, args: argparse.Namespace) -> int:
     from kws_core.data.prepare import make_synthetic
 
-    out = Path(args.output_dir) if args.output_dir else params.resolve(params.data.data_dir)
+    out = Path(args.output_dir) if args.output_dir else params.layout.data_dir
     t0 = time.perf_counter()
     raw = make_synthetic(params, out, progress=not args.no_progress)
     verb = "reused" if raw.reused else "generated"
@@ -213,7 +213,7 @@ def cmd_train(params: Params, args: argparse.Namespace) -> int:
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
     from kws_core.training.evaluate import evaluate_dir
 
-    out = params.resolve(params.train.train_dir) / "evaluate_confusion_matrix.png"
+    out = params.layout.train_dir / "evaluate_confusion_matrix.png"
     result = evaluate_dir(params, Path(args.test_dir), args.checkpoint, png=out)
     print(f"checkpoint {result.checkpoint}")
     print(result.report())
@@ -324,7 +324,7 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     report = validate_step(params, out.result.manifest)
     res = out.result
     print("\n== kws run-all summary ==")
-    print(f"data set: {params.resolve(params.data.data_dir)} (data_url: {params.data.data_url!r})")
+    print(f"data set: {params.layout.data_dir} (data_url: {params.data.data_url!r})")
     print("clips per label and partition:")
     print(format_counts(res.manifest))
     print("\n".join(format_rejected(res.rejected)))
@@ -352,7 +352,7 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     exported = freeze_step(params, progress=progress)
     _print_export(params, exported)
     word = params.data.wanted_word_list[0]
-    first = sorted(params.resolve(params.data.data_dir).glob(f"{word}/*.wav"))[:1]
+    first = sorted(params.layout.data_dir.glob(f"{word}/*.wav"))[:1]
     example = first[0] if first else "FILE.wav"
     print(
         f"try it: kws label-wav --graph {exported.tflite_int8 or exported.tflite_float} "

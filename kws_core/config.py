@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import reprlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -580,6 +581,47 @@ class ChecksConfig(_Section):
     )
 
 
+MANIFEST_FILE = "manifest.parquet"
+METRICS_FILE = "metrics.json"
+STREAM_REPORT_FILE = "report.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the data and every output of one params file live: the one place that resolves
+    the configured paths (relative ones from the params file's folder)."""
+
+    data_dir: Path
+    heldout_dir: Path
+    manifest_dir: Path
+    cache_dir: Path
+    train_dir: Path
+    summaries_dir: Path
+    reports_dir: Path
+    export_dir: Path  # export.output_file: the export folder
+    stream_dir: Path
+
+    @property
+    def manifest(self) -> Path:
+        """`kws manifest`'s table of clips (read by every later stage)."""
+        return self.manifest_dir / MANIFEST_FILE
+
+    @property
+    def background_listing(self) -> Path:
+        """`kws manifest`'s list of usable background-noise files."""
+        return self.manifest_dir / "background.csv"
+
+    @property
+    def metrics(self) -> Path:
+        """`kws train`'s metrics (kws_core.training.report.read_metrics reads it)."""
+        return self.reports_dir / METRICS_FILE
+
+    @property
+    def stream_report(self) -> Path:
+        """`kws stream-eval`'s report (kws_core.streaming.report.read_stream_report reads it)."""
+        return self.stream_dir / STREAM_REPORT_FILE
+
+
 class Params(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
@@ -593,6 +635,22 @@ class Params(_Section):
         """Resolve a configured path relative to the params file's folder."""
         p = Path(path)
         return p if p.is_absolute() else (self._root / p)
+
+    @property
+    def layout(self) -> Layout:
+        """Where these params' data and outputs are (computed afresh: params may change)."""
+        d, t = self.data, self.train
+        return Layout(
+            data_dir=self.resolve(d.data_dir),
+            heldout_dir=self.resolve(d.synthetic.heldout_dir),
+            manifest_dir=self.resolve(d.manifest_dir),
+            cache_dir=self.resolve(self.features.cache_dir),
+            train_dir=self.resolve(t.train_dir),
+            summaries_dir=self.resolve(t.summaries_dir),
+            reports_dir=self.resolve(t.reports_dir),
+            export_dir=self.resolve(self.export.output_file),
+            stream_dir=self.resolve(self.stream.stream_dir),
+        )
 
     _root: Path = PrivateAttr(default_factory=lambda: Path("."))
 

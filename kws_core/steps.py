@@ -28,16 +28,16 @@ class ManifestOutputs:
 
 
 def dataset_step(params: Params, progress: bool = True) -> RawDataset:
-    with output_lock(params.resolve(params.data.data_dir), "dataset"):
+    with output_lock(params.layout.data_dir, "dataset"):
         return prepare_dataset(params, progress=progress)
 
 
 def manifest_step(params: Params, progress: bool = True) -> ManifestOutputs:
     raw = dataset_step(params, progress=progress)
-    with output_lock(params.resolve(params.data.manifest_dir), "manifest"):
+    with output_lock(params.layout.manifest_dir, "manifest"):
         sources = [(params.resolve(s.path), s) for s in params.data.source_list]
         result = build_manifest(params.data, raw.data_dir, progress=progress, sources=sources)
-        paths = _write_manifest(result, params.resolve(params.data.manifest_dir))
+        paths = _write_manifest(result, params.layout.manifest_dir)
     return ManifestOutputs(result, paths)
 
 
@@ -58,7 +58,7 @@ def ensure_manifest(params: Params, verb: str, progress: bool = True) -> pd.Data
 def validate_step(params: Params, manifest: pd.DataFrame | None = None) -> ValidationReport:
     if manifest is None:
         manifest = load_manifest(manifest_path(params))
-    out = params.resolve(params.data.manifest_dir)
+    out = params.layout.manifest_dir
     with output_lock(out, "validate"):  # its reports live beside the manifest
         return validate_manifest(manifest, params.data, out_dir=out)
 
@@ -109,8 +109,8 @@ def train_step(
     for arch in params.train.architecture_list:  # before the manifest is read
         check_architecture(arch)
     manifest = ensure_manifest(params, "train", progress)
-    data_dir = params.resolve(params.data.data_dir)
-    with output_lock(params.resolve(params.train.train_dir), "train"):
+    data_dir = params.layout.data_dir
+    with output_lock(params.layout.train_dir, "train"):
         return train_architectures(
             params, manifest, data_dir, progress=progress, track=track, tags=tags
         )
@@ -121,10 +121,10 @@ def freeze_step(params: Params, progress: bool = True):
     from kws_core.export.writer import check_export_target, export_model
     from kws_core.training.compare import champion_params
 
-    check_export_target(params.resolve(params.export.output_file), params)  # before any work
+    check_export_target(params.layout.export_dir, params)  # before any work
     chosen = champion_params(params)
     manifest = load_manifest(manifest_path(params)) if params.export.quantize else None
-    with output_lock(params.resolve(params.export.output_file), "freeze"):
+    with output_lock(params.layout.export_dir, "freeze"):
         return export_model(
             chosen, chosen.train.start_checkpoint or "best", manifest=manifest, progress=progress
         )
@@ -134,7 +134,7 @@ def stream_eval_step(params: Params, graph=None, progress: bool = True, track: b
     """Streaming evaluation of the export (default: its SavedModel), report in stream_dir."""
     from kws_core.streaming.report import streaming_eval
 
-    with output_lock(params.resolve(params.stream.stream_dir), "stream-eval"):
+    with output_lock(params.layout.stream_dir, "stream-eval"):
         return streaming_eval(params, graph=graph, progress=progress, log_mlflow=track)
 
 
@@ -142,7 +142,7 @@ def streams_step(params: Params):
     """The keyword and the negative-only test streams (generated or reused), as one step."""
     from kws_core.streaming.report import generate_test_stream
 
-    with output_lock(params.resolve(params.stream.stream_dir), "streams"):
+    with output_lock(params.layout.stream_dir, "streams"):
         return (
             generate_test_stream(params, negative=False),
             generate_test_stream(params, negative=True),
@@ -154,6 +154,6 @@ def features_step(params: Params, progress: bool = True):
     from kws_core.features.cache import build_feature_cache
 
     manifest = ensure_manifest(params, "features", progress)
-    data_dir = params.resolve(params.data.data_dir)
-    with output_lock(params.resolve(params.features.cache_dir), "features"):
+    data_dir = params.layout.data_dir
+    with output_lock(params.layout.cache_dir, "features"):
         return build_feature_cache(params, manifest, data_dir, progress=progress)

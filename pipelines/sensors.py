@@ -39,7 +39,7 @@ def folder_hash(folder: Path) -> tuple[str, int]:
 )
 def new_data_sensor(context: dg.SensorEvaluationContext, kws: KwsParams):
     params = kws.load()
-    data_dir = params.resolve(params.data.data_dir)
+    data_dir = params.layout.data_dir
     current, count = folder_hash(data_dir)
     previous = context.cursor
     context.update_cursor(current)

@@ -146,3 +146,18 @@ def test_paths_resolve_relative_to_params_file(tmp_path):
     f.write_text("data:\n  data_dir: d\n")
     p = load_params(f)
     assert p.resolve(p.data.data_dir) == tmp_path / "d"
+
+
+def test_layout_resolves_every_output_from_the_params_folder(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        "data:\n  manifest_dir: m\ntrain:\n  reports_dir: /abs/reports\nstream:\n  stream_dir: s\n"
+    )
+    p = load_params(tmp_path / "params.yaml")
+    layout = p.layout
+    assert layout.manifest == tmp_path / "m" / "manifest.parquet"
+    assert layout.metrics == Path("/abs/reports/metrics.json")  # absolute stays as it is
+    assert layout.stream_report == tmp_path / "s" / "report.json"
+    assert layout.data_dir == tmp_path / "data" / "speech_commands"
+    assert layout.export_dir == tmp_path / "results" / "frozen" / "model"
+    p.train.reports_dir = "r2"  # params may change (overrides, comparisons): layout follows
+    assert p.layout.metrics == tmp_path / "r2" / "metrics.json"

@@ -144,7 +144,7 @@ def test_kws_core_imports_have_no_upward_edge_and_no_cycle():
             depth[m] = 1 + max((level(e) for e in graph[m]), default=0)
         return depth[m]
 
-    assert max(level(m) for m in graph) <= 13
+    assert max(level(m) for m in graph) <= 14  # 14: training.report sits between loop and evaluate
 
 
 def test_an_upward_import_is_caught():

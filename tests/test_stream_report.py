@@ -226,9 +226,10 @@ def test_cli_streaming_verbs(trained, tmp_path):
 
 
 def test_read_stream_report_says_what_to_run(tmp_path):
+    from kws_core.config import STREAM_REPORT_FILE as REPORT_FILE
     from kws_core.config import load_params
     from kws_core.infra.errors import DataError
-    from kws_core.streaming.report import REPORT_FILE, read_stream_report
+    from kws_core.streaming.report import read_stream_report
 
     params = load_params(None, {"stream_dir": str(tmp_path)})
     with pytest.raises(DataError, match="run `kws stream-eval` first"):

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from kws_core.config import (
     BACKGROUND_NOISE_DIR,
+    MANIFEST_FILE,
     SILENCE_LABEL,
     UNKNOWN_LABEL,
     DataConfig,
@@ -349,7 +350,7 @@ def write_manifest(result: ManifestResult, out_dir: Path) -> dict[str, Path]:
     """Write manifest.parquet, rejected.parquet/.csv, background.csv, disagreements and summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
-        "manifest": out_dir / "manifest.parquet",
+        "manifest": out_dir / MANIFEST_FILE,
         "rejected": out_dir / "rejected.parquet",
         "rejected_csv": out_dir / "rejected.csv",
         "background": out_dir / "background.csv",
@@ -408,4 +409,4 @@ def load_manifest(path: Path) -> pd.DataFrame:
 
 def manifest_path(params: Params) -> Path:
     """Where `kws manifest` writes the manifest of these params."""
-    return params.resolve(params.data.manifest_dir) / "manifest.parquet"
+    return params.layout.manifest

@@ -85,8 +85,8 @@ def make_heldout(params: Params, progress: bool = True) -> Path | None:
     s = params.data.synthetic
     if not s.heldout_dialect_list:
         return None
-    out = params.resolve(s.heldout_dir)
-    data_dir = params.resolve(params.data.data_dir)
+    out = params.layout.heldout_dir
+    data_dir = params.layout.data_dir
     if out == data_dir or out.is_relative_to(data_dir) or data_dir.is_relative_to(out):
         raise DataError(
             f"data.synthetic.heldout_dir {out} overlaps data_dir {data_dir}: held-out voices "
@@ -185,7 +185,7 @@ def make_synthetic(params: Params, data_dir: Path, progress: bool = True) -> Raw
 
 def prepare_dataset(params: Params, progress: bool = True) -> RawDataset:
     """Make params.data.data_dir hold a complete data set; idempotent."""
-    data_dir = params.resolve(params.data.data_dir)
+    data_dir = params.layout.data_dir
     url = params.data.data_url.strip()
     if url == SYNTHETIC:
         raw = make_synthetic(params, data_dir, progress)

@@ -288,7 +288,7 @@ def _calibration_audio(params, labels, spec, manifest, progress) -> np.ndarray:
         manifest = load_manifest(manifest_path(params))
     proc = AudioProcessor(
         manifest,
-        params.resolve(params.data.data_dir),
+        params.layout.data_dir,
         labels,
         spec,
         params.augment,

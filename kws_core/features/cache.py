@@ -95,7 +95,7 @@ def _background_digest(data_dir: Path, extra_dirs: list[Path]) -> dict[str, str]
 
 def _key_inputs(params: Params, manifest: pd.DataFrame, data_dir: Path | None) -> dict:
     spec = FeatureSpec.from_params(params)
-    data_dir = params.resolve(params.data.data_dir) if data_dir is None else Path(data_dir)
+    data_dir = params.layout.data_dir if data_dir is None else Path(data_dir)
     return {
         "format": CACHE_FORMAT,
         "features": spec.to_dict(),
@@ -123,7 +123,7 @@ def cache_key(params: Params, manifest: pd.DataFrame, data_dir: Path | None = No
 
 
 def cache_root(params: Params) -> Path:
-    return params.resolve(params.features.cache_dir)
+    return params.layout.cache_dir
 
 
 @dataclass

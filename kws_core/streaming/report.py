@@ -48,8 +48,6 @@ from kws_core.streaming.score import (
 THRESHOLDS = np.round(np.arange(0.02, 1.0, 0.02), 2)
 STREAMS = {False: "streaming_test", True: "streaming_negative"}
 
-REPORT_FILE = "report.json"
-
 
 @dataclass
 class StreamFiles:
@@ -84,7 +82,7 @@ def _word_source(params: Params) -> tuple[pd.DataFrame, Path]:
         return folder_manifest(folder, params.data.wanted_word_list), folder
     from kws_core.data.manifest import load_manifest, manifest_path
 
-    return load_manifest(manifest_path(params)), params.resolve(params.data.data_dir)
+    return load_manifest(manifest_path(params)), params.layout.data_dir
 
 
 def generate_test_stream(
@@ -95,7 +93,7 @@ def generate_test_stream(
 ) -> StreamFiles:
     """Write a test stream and its ground truth (reused when the same settings made it)."""
     manifest, words_root = _word_source(params)
-    out_dir = params.resolve(params.stream.stream_dir)
+    out_dir = params.layout.stream_dir
     name = STREAMS[negative]
     wav = wav or out_dir / f"{name}.wav"
     truth = truth or out_dir / f"{name}_labels.txt"
@@ -131,7 +129,7 @@ def _background_files(params: Params) -> list[str]:
     """Noise files: every .wav of stream.noise_dir, else the manifest's background.csv."""
     if params.stream.noise_dir:
         return noise_files(params.resolve(params.stream.noise_dir))
-    listing = params.resolve(params.data.manifest_dir) / "background.csv"
+    listing = params.layout.background_listing
     if not listing.exists():
         return []
     # Relative to data_dir (generate_stream resolves them), as background.csv lists them.
@@ -211,7 +209,7 @@ def streaming_eval(
     from kws_core.infra.plots import plot_det_curve
 
     s = params.stream
-    export_dir = params.resolve(params.export.output_file)
+    export_dir = params.layout.export_dir
     graph = Path(graph) if graph else export_dir / "saved_model"
     model = ExportedModel.load(graph)
     pos_files = generate_test_stream(params, negative=False)
@@ -258,7 +256,7 @@ def streaming_eval(
             curve.loc[curve["threshold"] == choice.threshold, "false_reject_rate"].iloc[0]
         )
 
-    out = params.resolve(s.stream_dir)
+    out = params.layout.stream_dir
     out.mkdir(parents=True, exist_ok=True)
     seconds = pos.scores.seconds + neg.scores.seconds
     audio = pos.scores.audio_seconds + neg.scores.audio_seconds
@@ -283,7 +281,7 @@ def streaming_eval(
         "audio_s": audio,
     }
     files = {
-        "report_json": out / REPORT_FILE,
+        "report_json": params.layout.stream_report,
         "report_md": out / "report.md",
         "det_png": out / "det_curve.png",
         "det_csv": out / "det_curve.csv",
@@ -346,7 +344,7 @@ def _markdown(result: StreamReport, curve: pd.DataFrame) -> str:
 
 def read_stream_report(params: Params) -> dict:
     """The last `kws stream-eval`'s report.json, or a one-line DataError saying what to run."""
-    path = params.resolve(params.stream.stream_dir) / REPORT_FILE
+    path = params.layout.stream_report
     try:
         report = json.loads(path.read_text())
     except FileNotFoundError:

@@ -52,7 +52,7 @@ def champion_params(params: Params) -> Params:
     archs = params.train.architecture_list
     if len(archs) == 1:
         return params_for_architecture(params, archs[0])
-    path = params.resolve(params.train.reports_dir) / CHAMPION
+    path = params.layout.reports_dir / CHAMPION
     try:
         arch = json.loads(path.read_text())["architecture"]
     except (OSError, ValueError, KeyError):
@@ -100,7 +100,7 @@ def train_architectures(
             client.set_terminated(run_id, status=status)
     champion = max(results, key=lambda a: results[a].best_val_accuracy)
     best = results[champion]
-    path = params.resolve(params.train.reports_dir) / CHAMPION
+    path = params.layout.reports_dir / CHAMPION
     record = {
         "architecture": champion,
         "validation_accuracy": best.best_val_accuracy,

@@ -61,7 +61,7 @@ def load_model(params: Params, checkpoint: str):
     import tensorflow as tf
 
     model, labels, spec = build_model(params)
-    prefix = resolve_checkpoint(checkpoint, params.resolve(params.train.train_dir))
+    prefix = resolve_checkpoint(checkpoint, params.layout.train_dir)
     restore(tf.train.Checkpoint(model=model), prefix)
     return model, labels, spec, prefix
 
@@ -138,7 +138,7 @@ def check_eval_dirs(params: Params) -> list[Path]:
     # The synthetic set's held-out voice family (kws_core.data.prepare.make_heldout) is scored
     # too: a stand-in for speakers never heard, with no real data needed.
     s = params.data.synthetic
-    heldout = params.resolve(s.heldout_dir)
+    heldout = params.layout.heldout_dir
     if (
         params.data.data_url.strip() == "synthetic"
         and s.heldout_dialect_list

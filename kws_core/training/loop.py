@@ -121,7 +121,7 @@ def train(
     # same dropout masks as an uninterrupted one.
     seeds = [v for v in model.variables if "seed_generator" in v.path]
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, seeds=seeds)
-    train_dir = params.resolve(t.train_dir)
+    train_dir = params.layout.train_dir
     manager = CheckpointManager(train_dir, t.model_architecture, ckpt)
     start = 0
     marker = train_dir / IN_PROGRESS
@@ -177,7 +177,7 @@ def train(
             finite += [tf.reduce_all(tf.math.is_finite(v)) for v in variables]
         return loss, acc, tf.stack(finite)
 
-    summaries = params.resolve(t.summaries_dir)
+    summaries = params.layout.summaries_dir
     train_writer = tf.summary.create_file_writer(str(summaries / "train"))
     val_writer = tf.summary.create_file_writer(str(summaries / "validation"))
     tracker = None

@@ -19,8 +19,6 @@ from kws_core.infra.errors import DataError
 from kws_core.infra.plots import confusion_matrix, confusion_table, format_confusion, plot_confusion
 from kws_core.training.evaluate import evaluate_features, score_eval_dirs
 
-METRICS_FILE = "metrics.json"
-
 
 @dataclass
 class TrainResult:
@@ -69,8 +67,8 @@ class RunFacts:
 
 
 def metrics_path(params: Params) -> Path:
-    """Where the training run of `params` writes its metrics."""
-    return params.resolve(params.train.reports_dir) / METRICS_FILE
+    """Where the training run of `params` writes its metrics (`METRICS_FILE` in reports_dir)."""
+    return params.layout.metrics
 
 
 def read_metrics(params: Params) -> dict:
@@ -107,7 +105,7 @@ def report_run(
     test_acc = float(np.mean(pred == test_y)) if len(test_y) else 0.0
     say(f"Confusion Matrix:\n{format_confusion(cm, labels)}")
     say(f"Final test accuracy = {100 * test_acc:.1f}% (N={len(test_y)})")
-    reports = params.resolve(t.reports_dir)
+    reports = params.layout.reports_dir
     png = plot_confusion(
         cm, labels, reports / "confusion_matrix.png", title=f"{t.model_architecture} test"
     )
@@ -149,7 +147,7 @@ def report_run(
     metrics["champion"] = result.champion
     if evals:
         metrics["eval"] = evals
-    atomic_write_text(reports / METRICS_FILE, json.dumps(metrics, indent=2, default=str))
+    atomic_write_text(params.layout.metrics, json.dumps(metrics, indent=2, default=str))
     return result
 
 
