@@ -44,6 +44,9 @@ def test_default_model_is_the_speech_embedding():
     assert p.stream.clip_stride_ms % p.features.embedding_hop_ms == 0
     mfcc = load_params(REPO / "params.yaml", profile=REPO / "profiles/mfcc_cpu.yaml")
     assert (mfcc.features.preprocess, mfcc.train.model_architecture) == ("mfcc", "low_latency_conv")
+    cnn = load_params(REPO / "params.yaml", profile=REPO / "profiles/cnn_cpu.yaml")
+    assert (cnn.features.preprocess, cnn.train.model_architecture) == ("logmel", "low_latency_conv")
+    assert cnn.train.specaugment_probability == 0.5 and cnn.train.feature_source == "cache"
 
 
 def test_tutorial_profile_reproduces_the_tutorial():
