@@ -218,7 +218,9 @@ def test_training_streams_from_the_cache(tiny, built, tmp_path, monkeypatch):
     def no_audio(*a, **k):
         raise AssertionError("training from the cache must not load the audio")
 
-    monkeypatch.setattr(train_mod, "AudioProcessor", no_audio)
+    # every reader of the audio builds an AudioProcessor (kws_core.training.data imports it
+    # when it needs one)
+    monkeypatch.setattr("kws_core.features.augmented_audio.AudioProcessor", no_audio)
     lines = []
     result = train_mod.train(p, manifest, data, progress=False, log=lines.append, track=False)
     assert result.final_step == 4
