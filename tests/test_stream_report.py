@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from kws_core.data.manifest import build_manifest, write_manifest
 from kws_core.export.loader import ExportedModel
 from kws_core.export.writer import export_model
-from kws_core.infra.errors import KwsError
+from kws_core.infra.errors import ConfigError, KwsError
 from kws_core.streaming.report import generate_test_stream, stream_accuracy, streaming_eval
 from kws_core.streaming.run import score_stream, window_starts
 from kws_core.streaming.score import read_ground_truth
@@ -127,6 +127,36 @@ def test_streams_from_a_labelled_folder_and_a_noise_folder(trained, tmp_path):
         setattr(r.stream, key, str(bad))
         with pytest.raises(KwsError, match=message):
             generate_test_stream(r)
+
+
+def test_stream_outputs_never_replace_a_users_file_or_an_input(trained, tmp_path):
+    p, _, _ = trained
+    mine = tmp_path / "mine.wav"
+    mine.write_bytes(b"RIFF my recording")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    with pytest.raises(ConfigError, match="not written by generate-streaming-test-wav"):
+        generate_test_stream(p, wav=mine, truth=tmp_path / "t.txt")
+    with pytest.raises(ConfigError, match="not written by generate-streaming-test-wav"):
+        generate_test_stream(p, wav=tmp_path / "new.wav", truth=notes)
+    with pytest.raises(ConfigError, match="must be three files"):
+        generate_test_stream(p, wav=tmp_path / "s.wav", truth=tmp_path / "s.wav")
+    clip = next(p.layout.data_dir.rglob("*.wav"))
+    clip_bytes = clip.read_bytes()
+    with pytest.raises(ConfigError, match="inside the stream's input"):
+        generate_test_stream(p, wav=clip, truth=tmp_path / "t.txt")
+    with pytest.raises(ConfigError, match="is a folder"):
+        generate_test_stream(p, wav=tmp_path, truth=tmp_path / "t.txt")
+    assert mine.read_bytes() == b"RIFF my recording" and notes.read_text() == "my notes"
+    assert clip.read_bytes() == clip_bytes
+    assert not (tmp_path / "new.wav").exists() and not (tmp_path / "t.txt").exists()
+    # its own stream, even one a kill left without finished settings, is written again
+    wav, truth = tmp_path / "s.wav", tmp_path / "s_labels.txt"
+    first = generate_test_stream(p, wav=wav, truth=truth)
+    assert not first.reused and generate_test_stream(p, wav=wav, truth=truth).reused
+    wav.with_suffix(".json").write_text('{"seed": null, "writing": true}')
+    assert not generate_test_stream(p, wav=wav, truth=truth).reused
+    assert generate_test_stream(p, wav=wav, truth=truth).reused
 
 
 def test_stream_accuracy_on_a_learned_model(trained):

@@ -28,7 +28,7 @@ import pandas as pd
 from kws_core.config import Params
 from kws_core.export.loader import ExportedModel
 from kws_core.infra.atomic import atomic_write_text
-from kws_core.infra.errors import DataError
+from kws_core.infra.errors import ConfigError, DataError
 from kws_core.streaming.generate import (
     folder_manifest,
     generate_stream,
@@ -47,6 +47,8 @@ from kws_core.streaming.score import (
 
 THRESHOLDS = np.round(np.arange(0.02, 1.0, 0.02), 2)
 STREAMS = {False: "streaming_test", True: "streaming_negative"}
+# The key that makes a `<stream>.json` ours: every stamp this module writes has it.
+STAMP_KEY = "seed"
 
 
 @dataclass
@@ -99,12 +101,9 @@ def generate_test_stream(
     truth = truth or out_dir / f"{name}_labels.txt"
     settings = _generation_settings(params, manifest, negative)
     stamp = wav.with_suffix(".json")
-    if wav.exists() and truth.exists() and stamp.exists():
-        try:
-            if json.loads(stamp.read_text()) == settings:
-                return StreamFiles(wav, truth, reused=True)
-        except ValueError:
-            pass  # a damaged stamp: generate again
+    _check_stream_outputs(wav, truth, stamp, words_root, settings["noise"])
+    if wav.exists() and truth.exists() and _read_stamp(stamp) == settings:
+        return StreamFiles(wav, truth, reused=True)
     background = settings["noise"]
     samples, rows = generate_stream(
         manifest,
@@ -119,10 +118,51 @@ def generate_test_stream(
         seed=settings["seed"],
         keywords=not negative,
     )
-    stamp.unlink(missing_ok=True)  # the stamp goes last: no stamp, no reuse
+    # An unfinished stamp while writing: a kill leaves files that are still ours (the stamp
+    # says so) but not reused (their settings are not in it).
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, json.dumps({STAMP_KEY: None, "writing": True}))
     write_stream(wav, truth, samples, rows, settings["sample_rate"])
     atomic_write_text(stamp, json.dumps(settings, indent=2))
     return StreamFiles(wav, truth)
+
+
+def _read_stamp(stamp: Path) -> dict | None:
+    """The settings a stream was written with, None when `stamp` is missing or not ours."""
+    try:
+        data = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and STAMP_KEY in data else None
+
+
+def _check_stream_outputs(
+    wav: Path, truth: Path, stamp: Path, words_root: Path, noise: list[str]
+) -> None:
+    """Refuse in one line to write over a file this command did not write, or into its inputs."""
+    wav, truth, stamp = (p.resolve() for p in (wav, truth, stamp))
+    if len({wav, truth, stamp}) < 3:
+        raise ConfigError(
+            f"stream outputs collide: {wav.name}, {truth.name} and {stamp.name} must be three "
+            "files; give --output_labels a different name"
+        )
+    root = words_root.resolve()
+    inputs = {(root / n).resolve() if not Path(n).is_absolute() else Path(n) for n in noise}
+    for out in (wav, truth, stamp):
+        if out in inputs or out.is_relative_to(root):
+            raise ConfigError(
+                f"{out} is inside the stream's input ({root}); write the stream elsewhere "
+                "(--output_wav, or stream.stream_dir)"
+            )
+        if out.is_dir():
+            raise ConfigError(f"{out} is a folder; give --output_wav/--output_labels a file name")
+    ours = _read_stamp(stamp) is not None
+    for out in (wav, truth, stamp):
+        if out.exists() and not ours:
+            raise ConfigError(
+                f"{out} exists and was not written by generate-streaming-test-wav (no "
+                f"{stamp.name} of ours beside it); move it away or choose another --output_wav"
+            )
 
 
 def _background_files(params: Params) -> list[str]:
