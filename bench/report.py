@@ -387,12 +387,13 @@ def predictiveness(family: str, pairs: list[tuple[float, float, bool]]) -> list[
         if within >= 0.4
         else "it does not rank small changes"
     )
+    gap = 100 * float(np.mean(r - h))
     return [
         "",
         f"How well the held-out {family} family predicts real speech: over all {len(pairs)} "
         f"variants scored on it Pearson r = {corr:.2f}; among the {int(emb.sum())} "
         f"speech-embedding variants r = {within:.2f} ({guide}). Real speech is on average "
-        f"{100 * float(np.mean(r - h)):+.1f} points above it.",
+        f"{abs(gap):.1f} points {'above' if gap >= 0 else 'below'} it.",
     ]
 
 
