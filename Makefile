@@ -38,6 +38,7 @@ ui: $(STAMP)
 
 # MLflow UI on http://127.0.0.1:5000 for the runs `kws train` tracks.
 mlflow-ui: $(STAMP)
+	@$(BIN)/python -c 'from kws_core.training.tracking import print_runs_url; print_runs_url()'
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --default-artifact-root results/mlartifacts -h 127.0.0.1 -p 5000
 
 # Benchmarks (not tests, ~50 min): each prints one summary line and appends to

@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--ground_truth", required=True, help="`label, time_ms` lines")
         if name == "stream-eval":
             p.add_argument("--graph", help="default: the saved_model of export.output_file")
-        if name in ("train", "run-all", "stream-eval"):
+        if name in ("train", "freeze", "run-all", "stream-eval"):
             p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     return parser
 
@@ -184,8 +184,11 @@ def _print_train(result) -> None:
     print(f"confusion     {result.reports_dir / 'confusion_matrix.png'}")
     print(f"tensorboard   tensorboard --logdir {result.summaries_dir}")
     if result.run_id:
-        champ = " (new champion)" if result.champion else ""
-        print(f"mlflow run    {result.run_id}, model version {result.model_version}{champ}")
+        from kws_core.training.tracking import runs_url
+
+        print(f"mlflow run    {result.run_id} (kws freeze registers its export)")
+        url = runs_url("http://127.0.0.1:5000", result.experiment_id)
+        print(f"compare runs  make mlflow-ui, then {url}")
 
 
 def _print_comparison(comparison) -> None:
@@ -248,7 +251,9 @@ def cmd_label_wav(params: Params, args: argparse.Namespace) -> int:
 def cmd_freeze(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import freeze_step
 
-    _print_export(params, freeze_step(params, progress=not args.no_progress))
+    _print_export(
+        params, freeze_step(params, progress=not args.no_progress, track=not args.no_mlflow)
+    )
     return 0
 
 
@@ -259,6 +264,8 @@ def _print_export(params: Params, result) -> None:
     for name, size in result.sizes.items():
         print(f"{name:<20} {_size(size):>9}  {result.out_dir / name}")
     print(f"labels       {result.labels}")
+    if result.registered is not None:
+        print(result.registered.line())
 
 
 def _size(n: int) -> str:
@@ -349,7 +356,7 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import freeze_step
 
     print("\n== export ==")
-    exported = freeze_step(params, progress=progress)
+    exported = freeze_step(params, progress=progress, track=not args.no_mlflow)
     _print_export(params, exported)
     word = params.data.wanted_word_list[0]
     first = sorted(params.layout.data_dir.glob(f"{word}/*.wav"))[:1]

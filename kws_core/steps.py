@@ -116,8 +116,9 @@ def train_step(
         )
 
 
-def freeze_step(params: Params, progress: bool = True):
-    """Export the champion's best checkpoint (or train.start_checkpoint) as `kws freeze`."""
+def freeze_step(params: Params, progress: bool = True, track: bool = True):
+    """Export the champion's best checkpoint (or train.start_checkpoint) as `kws freeze`; with
+    `track`, log the export into its training run as an MLflow model and register it."""
     from kws_core.export.writer import check_export_target, export_model
     from kws_core.training.compare import champion_params
 
@@ -125,9 +126,14 @@ def freeze_step(params: Params, progress: bool = True):
     chosen = champion_params(params)
     manifest = load_manifest(manifest_path(params)) if params.export.quantize else None
     with output_lock(params.layout.export_dir, "freeze"):
-        return export_model(
+        result = export_model(
             chosen, chosen.train.start_checkpoint or "best", manifest=manifest, progress=progress
         )
+        if track:
+            from kws_core.export.registry import register_export
+
+            result.registered = register_export(chosen, result.out_dir, result.checkpoint)
+    return result
 
 
 def stream_eval_step(params: Params, graph=None, progress: bool = True, track: bool = True):

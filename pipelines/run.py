@@ -82,7 +82,7 @@ def summary(result: dg.ExecuteInJobResult) -> list[str]:
             "clips",
             "dagster/row_count",
             "champion",
-            "validation_accuracy",
+            "best_validation_accuracy",
             "test_accuracy",
             "correct_pct",
             "false_reject_rate",

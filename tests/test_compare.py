@@ -48,7 +48,7 @@ def test_two_architectures_are_grouped_and_the_champion_is_exported(tmp_path):
     client = MlflowClient(p.train.mlflow_tracking_uri)
     parent = client.get_run(comparison.parent_run_id)
     assert parent.info.status == "FINISHED"
-    assert "single_fc_validation_accuracy" in parent.data.metrics
+    assert "single_fc_best_validation_accuracy" in parent.data.metrics
     for r in comparison.results.values():
         assert client.get_run(r.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
     exported = freeze_step(p, progress=False)

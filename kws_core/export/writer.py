@@ -61,6 +61,8 @@ class ExportResult:
     meta: Path
     checkpoint: Path
     sizes: dict[str, int] = field(default_factory=dict)
+    # kws_core.export.registry.RegisteredExport once `freeze_step` logged it to MLflow
+    registered: object | None = None
 
 
 def export_model(

@@ -95,7 +95,7 @@ def train_architectures(
         if parent:
             client, run_id = parent
             for arch, r in results.items():
-                client.log_metric(run_id, f"{arch}_validation_accuracy", r.best_val_accuracy)
+                client.log_metric(run_id, f"{arch}_best_validation_accuracy", r.best_val_accuracy)
                 client.log_metric(run_id, f"{arch}_test_accuracy", r.test_accuracy)
             client.set_terminated(run_id, status=status)
     champion = max(results, key=lambda a: results[a].best_val_accuracy)

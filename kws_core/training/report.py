@@ -43,8 +43,7 @@ class TrainResult:
     # train.eval_dirs scores: {folder: {accuracy, n, per_class, ...}} (kws_core.training.evaluate)
     eval_dirs: dict[str, dict] = field(default_factory=dict)
     run_id: str = ""
-    model_version: str = ""
-    champion: bool = False
+    experiment_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,6 @@ def report_run(
         for k, v in asdict(result).items()
         if isinstance(v, int | float | str) and not isinstance(v, bool)
     }
-    metrics["champion"] = result.champion
     if evals:
         metrics["eval"] = evals
     atomic_write_text(params.layout.metrics, json.dumps(metrics, indent=2, default=str))
@@ -152,10 +150,11 @@ def report_run(
 
 
 def _log_to_mlflow(tracker, result: TrainResult, params: Params, png, table, facts) -> None:
-    """The run's final metrics, plots, tables and best checkpoint; registers the model."""
-    from kws_core.training.tracking import registered_model_name
-
+    """The run's final metrics, plots, tables and best checkpoint (`kws freeze` registers the
+    exported model). `validation_accuracy` is the per-evaluation curve; the value the checkpoint
+    was chosen by is `best_validation_accuracy`, logged at its step."""
     step = facts.final_step
+    tracker.log_metrics({"best_validation_accuracy": result.best_val_accuracy}, facts.best_step)
     tracker.log_metrics(
         {"test_accuracy": result.test_accuracy, "steps_per_second": result.steps_per_second}, step
     )
@@ -172,6 +171,4 @@ def _log_to_mlflow(tracker, result: TrainResult, params: Params, png, table, fac
     for f in sorted(facts.train_dir.glob(f"{facts.best}.*")):
         tracker.log_artifact(f, "checkpoint")
     tracker.log_artifact(facts.labels_path, "checkpoint")
-    name = registered_model_name(result.arch, params.data.wanted_word_list)
-    result.model_version, result.champion = tracker.register(name, result.best_val_accuracy)
-    result.run_id = tracker.run_id
+    result.run_id, result.experiment_id = tracker.run_id, tracker.experiment_id

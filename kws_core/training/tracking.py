@@ -1,10 +1,11 @@
-"""MLflow tracking for training runs: params, metrics, pictures, checkpoints, a champion alias."""
+"""MLflow tracking for training runs: params, metrics, pictures and checkpoints."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
@@ -20,6 +21,14 @@ from kws_core.config import Params, params_to_dict
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 log = logging.getLogger(__name__)
+# The experiment's kind for MLflow UIs that read it (3.17 decides the view by the URL's
+# `workflowType` or the sidebar switch instead: see runs_url).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# A saved view of the runs table (an experiment tag the MLflow UI lists under "Views" and opens
+# from runs_url): the metrics people compare as columns, best first.
+VIEW_KEY = "kws-training"
+VIEW_METRICS = ("best_validation_accuracy", "test_accuracy", "steps_per_second", "params")
+VIEW_PARAMS = ("train.model_architecture", "features.preprocess", "data.synthetic.speakers")
 
 
 def resolve_tracking_uri(params: Params) -> str:
@@ -103,9 +112,15 @@ class RunTracker:
             if exp is None:
                 artifacts = params.resolve("results/mlartifacts").resolve()
                 artifacts.mkdir(parents=True, exist_ok=True)
-                exp_id = self.client.create_experiment(name, artifact_location=artifacts.as_uri())
+                exp_id = self.client.create_experiment(
+                    name, artifact_location=artifacts.as_uri(), tags=EXPERIMENT_TAGS
+                )
             else:
                 exp_id = exp.experiment_id
+                for key, value in EXPERIMENT_TAGS.items():
+                    if exp.tags.get(key) != value:
+                        self.client.set_experiment_tag(exp_id, key, value)
+        self.experiment_id = exp_id
         self.run = self.client.create_run(exp_id, tags=tags, run_name=tags.get("run_name"))
         self.run_id = self.run.info.run_id
         self._buffer: list[Any] = []
@@ -149,28 +164,51 @@ class RunTracker:
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
         self.client.set_terminated(self.run_id, status=status)
+        if status != "FINISHED":
+            return
+        metrics = self.client.get_run(self.run_id).data.metrics
+        evals = sorted(k for k in metrics if k.startswith("eval_") and k.endswith("_accuracy"))
+        set_runs_view(self.client, self.experiment_id, evals)
 
-    def register(self, name: str, val_accuracy: float) -> tuple[str, bool]:
-        """Add the run's checkpoint as a model version; move `champion` only if it is better."""
-        from mlflow.exceptions import MlflowException
 
-        try:
-            self.client.get_registered_model(name)
-        except MlflowException:
-            self.client.create_registered_model(name)
-        source = f"{self.run.info.artifact_uri}/checkpoint"
-        version = self.client.create_model_version(
-            name, source, run_id=self.run_id, tags={"val_accuracy": f"{val_accuracy:.6f}"}
-        )
-        try:
-            champ = self.client.get_model_version_by_alias(name, "champion")
-            best = float(champ.tags.get("val_accuracy", "-1"))
-        except MlflowException:
-            best = -1.0
-        promoted = val_accuracy > best
-        if promoted:
-            self.client.set_registered_model_alias(name, "champion", version.version)
-        return version.version, promoted
+def _column(kind: str, key: str) -> str:
+    return f"{kind}.`{key}`"  # the MLflow UI's column ids
+
+
+def set_runs_view(client, experiment_id: str, extra_metrics: list[str]) -> None:
+    """Write (or widen) the experiment's saved runs-table view: VIEW_METRICS, the eval sets'
+    accuracies and VIEW_PARAMS as columns, sorted by best_validation_accuracy."""
+    import time
+
+    key = f"mlflow.sharedViewState.{VIEW_KEY}"
+    metrics = list(dict.fromkeys([*VIEW_METRICS, *extra_metrics]))
+    # metrics right after the run name: the attribute columns (source, models, dataset) would
+    # push them off a laptop screen
+    columns = [_column("metrics", m) for m in metrics]
+    columns += [_column("params", p) for p in VIEW_PARAMS]
+    tag = client.get_experiment(experiment_id).tags.get(key)
+    try:
+        if tag and set(columns) <= set(json.loads(json.loads(tag)["state"])["selectedColumns"]):
+            return
+    except (ValueError, KeyError, TypeError):
+        pass  # not ours or damaged: written again
+    state = {
+        "selectedColumns": columns,
+        "orderByKey": _column("metrics", "best_validation_accuracy"),
+        "orderByAsc": False,
+    }
+    now = int(time.time() * 1000)
+    view = {"name": "kws: training runs", "createdAt": now, "updatedAt": now}
+    client.set_experiment_tag(experiment_id, key, json.dumps(view | {"state": json.dumps(state)}))
+
+
+def runs_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table with the saved view's metric columns, in the model-training
+    view (MLflow 3 otherwise opens on GenAI traces)."""
+    return (
+        f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+        f"?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
+    )
 
 
 def log_to_run(
@@ -191,3 +229,18 @@ def log_to_run(
     client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
     for f in files:
         client.log_artifact(run_id, str(f), artifact_path)
+
+
+def print_runs_url(params_file: str = "params.yaml", base: str = "http://127.0.0.1:5000") -> None:
+    """One line for `make mlflow-ui`: where the kws runs table opens (or that none exist)."""
+    from mlflow.tracking import MlflowClient
+
+    from kws_core.config import load_params
+
+    params = load_params(params_file)
+    uri = resolve_tracking_uri(params)
+    exp = MlflowClient(uri).get_experiment_by_name(params.train.mlflow_experiment)
+    if exp is None:
+        print(f"no {params.train.mlflow_experiment!r} runs in {uri} yet: `make run` or `kws train`")
+    else:
+        print(f"kws training runs: {runs_url(base, exp.experiment_id)}")

@@ -22,6 +22,14 @@ def frozen_graph(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.Materi
             "model_sizes": dg.MetadataValue.md("| file | size |\n| --- | ---: |\n" + sizes),
             **{f"{name.split('.')[0]}_bytes": size for name, size in exported.sizes.items()},
             "checkpoint": str(exported.checkpoint),
+            **_registered(exported.registered),
         },
         kws.commit("freeze"),
     )
+
+
+def _registered(reg) -> dict:
+    """Where MLflow registered the export (nothing when its training run was not tracked)."""
+    if reg is None:
+        return {}
+    return {"mlflow_model": reg.model_uri, "mlflow_champion": reg.champion}

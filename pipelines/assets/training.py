@@ -38,7 +38,7 @@ def trained_model(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.Mater
     table = "\n".join(rows)
     metadata = {
         "champion": comparison.champion,
-        "validation_accuracy": dg.MetadataValue.float(best.best_val_accuracy),
+        "best_validation_accuracy": dg.MetadataValue.float(best.best_val_accuracy),
         "test_accuracy": dg.MetadataValue.float(best.test_accuracy),
         "architectures": dg.MetadataValue.md(table),
         "steps_per_second": dg.MetadataValue.float(best.steps_per_second),

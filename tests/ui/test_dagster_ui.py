@@ -202,5 +202,5 @@ def test_dagster_ui_materializes_all_assets(tiny_project, tmp_path, start_server
     expect(page.get_by_text("trained_model", exact=True).first).to_be_visible()
     expect(page.get_by_role("button", name=re.compile(r"\bMetadata\b")).first).to_be_visible()
     expect(page.get_by_text("test_accuracy", exact=True).first).to_be_visible()
-    expect(page.get_by_text("validation_accuracy", exact=True).first).to_be_visible()
+    expect(page.get_by_text("best_validation_accuracy", exact=True).first).to_be_visible()
     screenshot(page, "trained_model-metadata")
