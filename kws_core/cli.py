@@ -216,7 +216,8 @@ def cmd_train(params: Params, args: argparse.Namespace) -> int:
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
     from kws_core.training.evaluate import evaluate_dir
 
-    out = params.layout.train_dir / "evaluate_confusion_matrix.png"
+    # its own folder: train_dir is the train stage's output (DVC would call it changed)
+    out = params.layout.evaluate_dir / f"{Path(args.test_dir).resolve().name}_confusion_matrix.png"
     result = evaluate_dir(params, Path(args.test_dir), args.checkpoint, png=out)
     print(f"checkpoint {result.checkpoint}")
     print(result.report())

@@ -584,6 +584,9 @@ class ChecksConfig(_Section):
 MANIFEST_FILE = "manifest.parquet"
 METRICS_FILE = "metrics.json"
 STREAM_REPORT_FILE = "report.json"
+# The compact numbers `dvc metrics show/diff` and `dvc exp show` compare (the wide files above
+# hold the details): one beside each of them.
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -615,6 +618,21 @@ class Layout:
     def metrics(self) -> Path:
         """`kws train`'s metrics (kws_core.training.report.read_metrics reads it)."""
         return self.reports_dir / METRICS_FILE
+
+    @property
+    def metrics_summary(self) -> Path:
+        """`kws train`'s compact metrics for DVC (kws_core.training.report.summarize)."""
+        return self.reports_dir / SUMMARY_FILE
+
+    @property
+    def evaluate_dir(self) -> Path:
+        """`kws evaluate`'s pictures: a folder of its own, no other stage's output."""
+        return self.reports_dir / "evaluate"
+
+    @property
+    def stream_summary(self) -> Path:
+        """`kws stream-eval`'s compact metrics for DVC."""
+        return self.stream_dir / SUMMARY_FILE
 
     @property
     def stream_report(self) -> Path:

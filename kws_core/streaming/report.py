@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -337,9 +338,28 @@ def streaming_eval(
     result = StreamReport(out, report, files)
     atomic_write_text(files["report_md"], _markdown(result, curve))
     atomic_write_text(files["report_json"], json.dumps(report, indent=2))
+    atomic_write_text(params.layout.stream_summary, json.dumps(summarize(report), indent=2))
     if log_mlflow:
         _log_to_training_run(params, result)
     return result
+
+
+def summarize(report: dict) -> dict[str, float]:
+    """The report's headline numbers, rounded, for `dvc metrics show` (report.json has the rest)."""
+    pos, neg, target = report["keyword_stream"], report["negative_stream"], report["target"]
+    values = {
+        "correct_pct": (pos["correct_pct"], 2),
+        "false_reject_rate": (pos["false_reject_rate"], 4),
+        "false_accepts_per_hour": (neg["false_accepts_per_hour"], 2),
+        "real_time_factor": (report["real_time_factor"], 4),
+        "threshold_at_target_fa": (target["threshold"], 2),
+    }
+    # no keywords, or no threshold meets the target: the number is left out, not NaN or null
+    return {
+        k: round(float(v), digits)
+        for k, (v, digits) in values.items()
+        if v is not None and math.isfinite(v)
+    }
 
 
 def _markdown(result: StreamReport, curve: pd.DataFrame) -> str:

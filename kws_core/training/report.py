@@ -146,7 +146,19 @@ def report_run(
     if evals:
         metrics["eval"] = evals
     atomic_write_text(params.layout.metrics, json.dumps(metrics, indent=2, default=str))
+    atomic_write_text(params.layout.metrics_summary, json.dumps(summarize(result), indent=2))
     return result
+
+
+def summarize(result: TrainResult) -> dict[str, float | int]:
+    """The run's headline numbers, rounded (`dvc metrics show` prints one short row of them)."""
+    out: dict[str, float | int] = {
+        "best_validation_accuracy": round(result.best_val_accuracy, 4),
+        "test_accuracy": round(result.test_accuracy, 4),
+    }
+    out |= {f"{name}_accuracy": round(ev["accuracy"], 4) for name, ev in result.eval_dirs.items()}
+    out["steps_per_second"] = round(result.steps_per_second, 1)
+    return out
 
 
 def _log_to_mlflow(tracker, result: TrainResult, params: Params, png, table, facts) -> None:
@@ -159,6 +171,7 @@ def _log_to_mlflow(tracker, result: TrainResult, params: Params, png, table, fac
         {"test_accuracy": result.test_accuracy, "steps_per_second": result.steps_per_second}, step
     )
     tracker.log_artifact(png, "plots")
+    tracker.log_image(png, "confusion_matrix", step)
     tracker.log_artifact(table, "tables")
     for name, ev in result.eval_dirs.items():
         tracker.log_metrics(

@@ -157,6 +157,15 @@ class RunTracker:
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_image(self, path: Path, key: str, step: int) -> None:
+        """A picture as an MLflow image (not only a file): the runs page's chart view shows the
+        images of the runs it compares side by side."""
+        from PIL import Image
+
+        self.flush()
+        with Image.open(path) as img:
+            self.client.log_image(self.run_id, img.convert("RGB"), key=key, step=step)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)

@@ -109,12 +109,18 @@ def test_mlflow_ui_opens_on_runs_with_metric_columns_and_compares_two(
     expect(page.get_by_text("best_validation_accuracy", exact=True).last).to_be_visible()
     screenshot(page, "compare_runs")
 
-    # ... and their confusion matrices side by side (the runs page's artifact view)
-    page.goto(runs_url(server.url, experiment_id) + "&compareRunsMode=ARTIFACT")
-    page.wait_for_timeout(5000)
-    screenshot(page, "compare_artifacts")
-    print(page.get_by_role("button").all_inner_texts())
-    print(page.get_by_role("radio").all_inner_texts())
+    # ... and their confusion matrices side by side: the runs page's chart view
+    page.goto(runs_url(server.url, experiment_id))
+    page.locator("label:has(input[value=CHART])").click()  # the view switch: table, chart, ...
+    page.get_by_placeholder("Search metric charts").fill("confusion_matrix")
+    # the image chart holds each run's confusion matrix (logged as an MLflow image)
+    for run_id in run_ids:
+        picture = page.locator(f"img[src*='confusion_matrix'][src*='{run_id}']").first
+        expect(picture).to_be_attached(timeout=60_000)
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 100", arg=picture.element_handle()
+        )
+    screenshot(page, "compare_confusion_matrices")
 
     run_id = run_ids[0]
     page.goto(runs_url(server.url, experiment_id))
