@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,10 +100,15 @@ def format_rejected(rejected: pd.DataFrame, limit: int = 10) -> list[str]:
 
 
 def train_step(
-    params: Params, progress: bool = True, track: bool = True, tags: dict[str, str] | None = None
+    params: Params,
+    progress: bool = True,
+    track: bool = True,
+    tags: dict[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
 ):
     """Train every architecture of train.architectures (default: model_architecture) on the
-    manifest written by manifest_step; returns a `kws_core.training.compare.Comparison`."""
+    manifest written by manifest_step; returns a `kws_core.training.compare.Comparison`.
+    `log` gets the progress lines (default: the terminal)."""
     from kws_core.training.compare import train_architectures
     from kws_core.training.models import check_architecture
 
@@ -112,7 +118,7 @@ def train_step(
     data_dir = params.layout.data_dir
     with output_lock(params.layout.train_dir, "train"):
         return train_architectures(
-            params, manifest, data_dir, progress=progress, track=track, tags=tags
+            params, manifest, data_dir, progress=progress, track=track, tags=tags, log=log
         )
 
 

@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from pipelines.dvc_link import DvcRecord
 
@@ -16,6 +17,19 @@ def image(path: Path, title: str) -> dg.MetadataValue:
     """A PNG shown inline in the asset's metadata (markdown data URI)."""
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{data})")
+
+
+def number(value: float, digits: int = 4) -> dg.MetadataValue:
+    """A float rounded for people (the UI prints every digit it is given)."""
+    return dg.MetadataValue.float(round(float(value), digits))
+
+
+def table(frame: pd.DataFrame, index: bool = True) -> dg.MetadataValue:
+    """A DataFrame as markdown with labels literal: `_silence_` would render as italic."""
+    frame = frame.copy()
+    if index:
+        frame.index = [f"`{v}`" for v in frame.index]
+    return dg.MetadataValue.md(frame.to_markdown(index=index))
 
 
 def mlflow_run(experiment_id: str, run_id: str) -> dg.MetadataValue:

@@ -1,4 +1,4 @@
-"""`make run`: materialize every asset in-process through Dagster, then say where results are.
+"""`make run`: launch the `kws_pipeline` job through Dagster, then say where results are.
 
     python -m pipelines.run [--params params.yaml]
 
@@ -10,14 +10,16 @@ so `dvc status` is clean at the end.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.execution.api import execute_run
 
 from kws_core.infra.errors import KwsError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 INSTANCE_CONFIG = """\
 telemetry:
@@ -43,20 +45,6 @@ def instance_for(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def materialize_all(params_path: Path, instance: dg.DagsterInstance, progress: bool = True):
-    from pipelines.definitions import all_assets, all_checks
-    from pipelines.resources import KwsParams
-
-    return dg.materialize(
-        [*all_assets, *all_checks],
-        resources={"kws": KwsParams(params_path=str(params_path), progress=progress)},
-        instance=instance,
-        raise_on_error=False,
-        # The console shows progress bars and warnings; every event is in the instance (make ui).
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
-
-
 def kws_pipeline_job():
     """The whole pipeline as a job (module level, so other processes can reconstruct it)."""
     from pipelines.definitions import defs
@@ -64,13 +52,54 @@ def kws_pipeline_job():
     return defs.resolve_job_def("kws_pipeline")
 
 
-def execute_multiprocess(params_path: Path, instance: dg.DagsterInstance):
-    """Run kws_pipeline with the multiprocess executor: independent assets in parallel."""
-    os.environ["KWS_PARAMS"] = str(params_path)  # read by each step's process
-    return dg.execute_job(dg.reconstructable(kws_pipeline_job), instance=instance)
+def run_pipeline(
+    params_path: Path,
+    instance: dg.DagsterInstance,
+    progress: bool = True,
+    multiprocess: bool = False,
+) -> dg.JobExecutionResult:
+    """Run the `kws_pipeline` job of workspace.yaml's code location, as the UI, the schedule
+    and the sensor do: the run carries that origin, so the UI can re-execute it, and it shows on
+    the job's page and the timeline. It executes here (one TensorFlow, progress bars in the
+    terminal); `multiprocess` runs independent assets in parallel, one process per step."""
+    run_config = {
+        "resources": {"kws": {"config": {"params_path": str(params_path), "progress": progress}}},
+        # The console shows progress bars and warnings; every event is in the instance (make ui).
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        "execution": {"config": {"multiprocess" if multiprocess else "in_process": {}}},
+    }
+    run = _create_workspace_run(instance, run_config)
+    return execute_run(dg.reconstructable(kws_pipeline_job), run, instance)
 
 
-def summary(result: dg.ExecuteInJobResult) -> list[str]:
+def _create_workspace_run(instance: dg.DagsterInstance, run_config: dict):
+    """A run record of `kws_pipeline` with workspace.yaml's code location as its origin (what
+    `dagster job launch` creates; executing it here keeps the terminal's progress bars)."""
+    # dagster's own `job launch` helper: private, but the version is pinned (constraints.txt)
+    from dagster._cli.job import _create_run
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    target = WorkspaceFileTarget(paths=[str(REPO_ROOT / "workspace.yaml")])
+    with WorkspaceProcessContext(instance, target, code_server_log_level="WARNING") as process:
+        workspace = process.create_request_context()
+        (location_name,) = workspace.code_location_names
+        location = workspace.get_code_location(location_name)
+        (repo,) = location.get_repositories().values()
+        remote_job = repo.get_full_job("kws_pipeline")
+        return _create_run(
+            instance=instance,
+            code_location=location,
+            remote_repo=repo,
+            remote_job=remote_job,
+            run_config=run_config,
+            tags=None,
+            op_selection=None,
+            run_id=None,
+        )
+
+
+def summary(result: dg.JobExecutionResult) -> list[str]:
     lines = []
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
@@ -123,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     instance = instance_for(Path(args.dagster_home).resolve())
     try:
-        if args.multiprocess:
-            result = execute_multiprocess(params_path, instance)
-        else:
-            result = materialize_all(params_path, instance, progress=not args.no_progress)
+        result = run_pipeline(
+            params_path,
+            instance,
+            progress=not args.no_progress and not args.multiprocess,
+            multiprocess=args.multiprocess,
+        )
     except KwsError as e:
         print(f"make run: error: {e}", file=sys.stderr)
         return 2

@@ -149,11 +149,18 @@ def dvc_project(tmp_path, monkeypatch):
 
 def test_make_run_path_materializes_everything_and_leaves_dvc_clean(dvc_project, tmp_path):
     from pipelines.dvc_link import dvc_repo
-    from pipelines.run import instance_for, materialize_all, summary
+    from pipelines.run import instance_for, run_pipeline, summary
 
     instance = instance_for(tmp_path / "dagster_home")
-    result = materialize_all(dvc_project / "params.yaml", instance, progress=False)
+    result = run_pipeline(dvc_project / "params.yaml", instance, progress=False)
     assert result.success
+    # the real job (re-executable, on the job's page and the timeline), not an ephemeral one
+    (record,) = instance.get_run_records()
+    assert record.dagster_run.job_name == "kws_pipeline"
+    # the step log carries the training's progress lines
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("Validation accuracy" in m for m in messages)
+    assert any(m.startswith("Step #") for m in messages)
     mats = {
         e.event_specific_data.materialization.asset_key.to_user_string(): e
         for e in result.get_asset_materialization_events()
@@ -167,6 +174,15 @@ def test_make_run_path_materializes_everything_and_leaves_dvc_clean(dvc_project,
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert set(checks) == {"manifest_expectations", "model_accuracy", "streaming_thresholds"}
     assert checks["manifest_expectations"].passed
+    # each check says its verdict in words, first thing (the UI shows the description)
+    assert checks["manifest_expectations"].description.startswith("all ")
+    assert checks["model_accuracy"].description.startswith("test accuracy ")
+    assert "false-reject rate" in checks["streaming_thresholds"].description
+    # numbers rounded for people, labels literal in markdown tables
+    acc = meta["trained_model"]["test_accuracy"].value
+    assert acc == round(acc, 4)
+    assert "`_silence_`" in meta["partition_manifest"]["clips_per_label_and_partition"].value
+    assert "](det_curve.png)" not in meta["streaming_eval_report"]["report"].value
     # One truth with DVC: every stage committed, `dvc status` clean, nothing left to reproduce,
     # and each asset's data version is the content hash of its stage's outputs in dvc.lock.
     with dvc_repo(dvc_project) as repo:

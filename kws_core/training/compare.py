@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +73,10 @@ def train_architectures(
     progress: bool = True,
     track: bool = True,
     tags: dict[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Comparison:
-    """Train every architecture of `train.architectures` (one run each), record the champion."""
+    """Train every architecture of `train.architectures` (one run each), record the champion;
+    `log` gets the training's progress lines (default: the terminal)."""
     from kws_core.training.loop import train
 
     archs = params.train.architecture_list
@@ -87,6 +90,7 @@ def train_architectures(
                 manifest,
                 data_dir,
                 progress=progress,
+                log=log,
                 track=track,
                 parent_run_id=parent[1] if parent else "",
             )

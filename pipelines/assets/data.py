@@ -4,7 +4,7 @@ import dagster as dg
 
 from kws_core.data.manifest import label_counts, origin_counts
 from kws_core.steps import dataset_step, manifest_step
-from pipelines.metadata import result
+from pipelines.metadata import result, table
 from pipelines.resources import KwsParams
 
 GROUP = "data"
@@ -38,15 +38,13 @@ def partition_manifest(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.
         {
             "path": dg.MetadataValue.path(str(out.paths["manifest"])),
             "dagster/row_count": len(res.manifest),
-            "clips_per_label_and_partition": dg.MetadataValue.md(
-                label_counts(res.manifest).to_markdown()
-            ),
+            "clips_per_label_and_partition": table(label_counts(res.manifest)),
             "rejected_files": len(res.rejected),
             "rejected": dg.MetadataValue.md(
                 res.rejected.head(50).to_markdown(index=False) if len(res.rejected) else "none"
             ),
             "list_disagreements": len(res.disagreements),
-            "clips_per_source": dg.MetadataValue.md(origin_counts(res.manifest).to_markdown()),
+            "clips_per_source": table(origin_counts(res.manifest)),
             "synthetic_quality_gate": dg.MetadataValue.md(
                 res.synth_quality.to_markdown(index=False)
                 if res.synth_quality is not None

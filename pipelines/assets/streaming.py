@@ -5,7 +5,7 @@ import dagster as dg
 from kws_core.steps import stream_eval_step, streams_step
 from pipelines.assets.data import partition_manifest
 from pipelines.assets.export import frozen_graph
-from pipelines.metadata import image, result
+from pipelines.metadata import image, number, result
 from pipelines.resources import KwsParams
 
 
@@ -41,13 +41,16 @@ def streaming_eval_report(
     pos, neg = r["keyword_stream"], r["negative_stream"]
     return result(
         {
-            "report": dg.MetadataValue.md(report.files["report_md"].read_text()),
+            # the picture is the det_curve entry (the report's relative link would be broken)
+            "report": dg.MetadataValue.md(
+                report.files["report_md"].read_text().replace("![DET curve](det_curve.png)", "")
+            ),
             "det_curve": image(report.files["det_png"], "DET curve"),
-            "correct_pct": dg.MetadataValue.float(pos["correct_pct"]),
-            "false_reject_rate": dg.MetadataValue.float(pos["false_reject_rate"] or 0.0),
-            "false_accepts_per_hour": dg.MetadataValue.float(neg["false_accepts_per_hour"]),
+            "correct_pct": number(pos["correct_pct"]),
+            "false_reject_rate": number(pos["false_reject_rate"] or 0.0),
+            "false_accepts_per_hour": number(neg["false_accepts_per_hour"]),
             "threshold_for_target": r["target"]["threshold"] if r["target"]["threshold"] else -1,
-            "real_time_factor": dg.MetadataValue.float(r["real_time_factor"]),
+            "real_time_factor": number(r["real_time_factor"]),
             "path": dg.MetadataValue.path(str(report.files["report_json"])),
         },
         kws.commit("stream_eval"),

@@ -3,10 +3,11 @@
 import json
 
 import dagster as dg
+from tqdm import tqdm
 
 from kws_core.steps import train_step
 from pipelines.assets.features import augmented_features
-from pipelines.metadata import image, mlflow_run, result
+from pipelines.metadata import image, mlflow_run, number, result
 from pipelines.resources import KwsParams
 
 
@@ -18,11 +19,20 @@ from pipelines.resources import KwsParams
 )
 def trained_model(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.MaterializeResult:
     params = kws.load()
+
+    def say(line: str) -> None:
+        # the run's log in the Dagster UI gets every training line; the terminal too when
+        # progress is shown there (make run)
+        context.log.info(line)
+        if kws.progress:
+            tqdm.write(line)
+
     comparison = train_step(
         params,
         progress=kws.progress,
         track=True,
         tags={"dagster_run_id": context.run.run_id},
+        log=say,
     )
     best = comparison.best
     rows = [
@@ -38,17 +48,17 @@ def trained_model(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.Mater
     table = "\n".join(rows)
     metadata = {
         "champion": comparison.champion,
-        "best_validation_accuracy": dg.MetadataValue.float(best.best_val_accuracy),
-        "test_accuracy": dg.MetadataValue.float(best.test_accuracy),
+        "best_validation_accuracy": number(best.best_val_accuracy),
+        "test_accuracy": number(best.test_accuracy),
         "architectures": dg.MetadataValue.md(table),
-        "steps_per_second": dg.MetadataValue.float(best.steps_per_second),
+        "steps_per_second": number(best.steps_per_second),
         "weights": best.params_count,
         "best_checkpoint": dg.MetadataValue.path(str(best.best_checkpoint)),
         "confusion_matrix": image(best.reports_dir / "confusion_matrix.png", "confusion matrix"),
         "champion_file": dg.MetadataValue.path(str(comparison.champion_file)),
     }
     for name, ev in best.eval_dirs.items():  # train.eval_dirs, e.g. real recordings
-        metadata[f"eval_{name}_accuracy"] = dg.MetadataValue.float(ev["accuracy"])
+        metadata[f"eval_{name}_accuracy"] = number(ev["accuracy"])
         metadata[f"eval_{name}_per_class"] = dg.MetadataValue.md(
             "| label | accuracy |\n| --- | ---: |\n"
             + "\n".join(f"| `{k}` | {100 * v:.1f}% |" for k, v in ev["per_class"].items())

@@ -204,3 +204,64 @@ def test_dagster_ui_materializes_all_assets(tiny_project, tmp_path, start_server
     expect(page.get_by_text("test_accuracy", exact=True).first).to_be_visible()
     expect(page.get_by_text("best_validation_accuracy", exact=True).first).to_be_visible()
     screenshot(page, "trained_model-metadata")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_make_run_job_can_be_re_executed_from_the_ui(
+    tiny_project, tmp_path, start_server, page, screenshot
+):
+    """`make run` launches the real `kws_pipeline` job: its run page offers Re-execute, and
+    re-executing it from the UI runs the whole pipeline again."""
+    import subprocess
+    import sys
+
+    from playwright.sync_api import expect
+
+    home = tmp_path / "dagster_home"
+    made = subprocess.run(
+        [sys.executable, "-m", "pipelines.run", "--no-progress"]
+        + ["--params", str(tiny_project / "params.yaml"), "--dagster_home", str(home)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    port = free_port()
+    server = start_server(
+        "dagster",
+        [venv_bin("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        port,
+        cwd=REPO,
+        env={"DAGSTER_HOME": str(home), "KWS_PARAMS": str(tiny_project / "params.yaml")},
+    )
+    server.wait_http("/server_info", timeout_s=240)
+    wait_code_location(server.url)
+    page.context.add_init_script("window.localStorage.setItem('communityNux', 'true')")
+    page.add_locator_handler(
+        page.get_by_role("button", name="Skip", exact=True), lambda skip: skip.click()
+    )
+    (first,) = run_ids(server.url)
+    page.goto(f"{server.url}/runs/{first}")
+    expect(page.get_by_text("kws_pipeline").first).to_be_visible(timeout=60_000)
+    again = page.get_by_role("button", name=re.compile(r"Re-execute all"))
+    expect(again).to_be_enabled()
+    # a check's verdict is in words in the event log, no click needed
+    expect(page.get_by_text(re.compile(r"^false-reject rate ")).first).to_be_visible()
+    screenshot(page, "make-run-job")
+    again.click()
+    deadline = time.monotonic() + 60
+    new: list[str] = []
+    while not new and time.monotonic() < deadline:
+        new = [r for r in run_ids(server.url) if r != first]
+        time.sleep(0.5)
+    assert len(new) == 1, f"expected one re-executed run, got {new}"
+    t1 = time.monotonic()
+    status = run_status(server.url, new[0])
+    while status not in DONE and time.monotonic() - t1 < RUN_TIMEOUT_S:
+        time.sleep(5)
+        status = run_status(server.url, new[0])
+    assert status == "SUCCESS", run_failures(server.url, new[0])
+    page.goto(f"{server.url}/runs/{new[0]}")
+    expect(page.get_by_text("Success", exact=True).first).to_be_visible()
+    screenshot(page, "re-executed")
