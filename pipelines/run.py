@@ -113,6 +113,7 @@ def summary(result: dg.JobExecutionResult) -> list[str]:
             "champion",
             "best_validation_accuracy",
             "test_accuracy",
+            "mlflow_model",
             "correct_pct",
             "false_reject_rate",
             "false_accepts_per_hour",

@@ -111,12 +111,16 @@ def test_failed_validation_exits_1_with_plain_words(tiny_dataset, tmp_path, caps
 )
 def test_errors_are_one_line_without_traceback(tiny_dataset, tmp_path, argv, needle):
     tiny_dataset(speakers=5)
-    params = write_params(tmp_path)
+    _refused_in_one_line(argv, write_params(tmp_path), tmp_path, needle)
+
+
+def _refused_in_one_line(argv: list[str], params: Path, cwd: Path, needle: str) -> None:
+    """`kws <argv>` exits 2 with one stderr line holding `needle`, no traceback."""
     proc = subprocess.run(
         [sys.executable, "-m", "kws_core.cli", *argv, "--params", str(params), "--no-progress"],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=cwd,
     )
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr
@@ -153,15 +157,7 @@ def test_every_output_flag_refuses_what_the_command_did_not_write(
     (precious / "thesis.txt").write_text("do not delete")
     clip = next(data.rglob("*.wav"))
     before = {f: f.read_bytes() for f in [*data.rglob("*"), *precious.rglob("*")] if f.is_file()}
-    argv = [a.replace("CLIP", str(clip)) for a in argv]
-    proc = subprocess.run(
-        [sys.executable, "-m", "kws_core.cli", *argv, "--params", str(params), "--no-progress"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    _refused_in_one_line([a.replace("CLIP", str(clip)) for a in argv], params, tmp_path, needle)
     after = {f: f.read_bytes() for f in [*data.rglob("*"), *precious.rglob("*")] if f.is_file()}
     assert after == before
 

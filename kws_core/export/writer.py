@@ -284,19 +284,11 @@ def _quiet_converter():
 def _calibration_audio(params, labels, spec, manifest, progress) -> np.ndarray:
     from kws_core.data.manifest import load_manifest, manifest_path
     from kws_core.features.augmented_audio import AudioProcessor
-    from kws_core.features.background import noise_dirs
 
     if manifest is None:
         manifest = load_manifest(manifest_path(params))
-    proc = AudioProcessor(
-        manifest,
-        params.layout.data_dir,
-        labels,
-        spec,
-        params.augment,
-        seed=params.train.seed,
-        progress=progress,
-        noise_dirs=noise_dirs(params),
+    proc = AudioProcessor.from_params(
+        params, manifest, params.layout.data_dir, labels, spec, progress=progress
     )
     return proc.augmented_audio(params.export.representative_examples)
 

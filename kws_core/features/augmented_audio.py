@@ -17,8 +17,8 @@ import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
 
-from kws_core.config import SILENCE_LABEL, AugmentConfig
-from kws_core.features.background import load_background
+from kws_core.config import SILENCE_LABEL, AugmentConfig, Params
+from kws_core.features.background import load_background, noise_dirs
 from kws_core.features.front_end import FeatureSpec, compute_features
 from kws_core.infra.errors import DataError
 from kws_core.infra.wav import WavError, read_wav
@@ -97,6 +97,29 @@ class AudioProcessor:
             self.sets[partition] = self._load(rows, partition, progress)
         if len(self.sets["training"]) == 0:
             raise DataError("the manifest has no training rows; check validation/testing shares")
+
+    @classmethod
+    def from_params(
+        cls,
+        params: Params,
+        manifest: pd.DataFrame,
+        data_dir: Path,
+        labels: list[str],
+        spec: FeatureSpec,
+        progress: bool = True,
+    ) -> AudioProcessor:
+        """The processor training, the feature cache and int8 calibration all use: params'
+        augmentation, seed and noise folders."""
+        return cls(
+            manifest,
+            data_dir,
+            labels,
+            spec,
+            params.augment,
+            seed=params.train.seed,
+            progress=progress,
+            noise_dirs=noise_dirs(params),
+        )
 
     def _load(self, rows: pd.DataFrame, partition: str, progress: bool) -> AudioSet:
         n = self.spec.desired_samples

@@ -246,15 +246,8 @@ def build_feature_cache(
     labels = inputs["labels"]
     dtype = np.dtype(inputs["dtype"])
     copies = params.features.cache_copies
-    processor = AudioProcessor(
-        manifest,
-        data_dir,
-        labels,
-        spec,
-        params.augment,
-        seed=params.train.seed,
-        progress=progress,
-        noise_dirs=noise_dirs(params),
+    processor = AudioProcessor.from_params(
+        params, manifest, data_dir, labels, spec, progress=progress
     )
     n = len(processor.sets["training"])
     h, w = spec.shape

@@ -68,6 +68,24 @@ def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(target, text.encode("utf-8"))
 
 
+def read_json_object(path: Path, missing: str, damaged: str) -> dict:
+    """A JSON object written with atomic_write_text, or a one-line DataError: `missing` and
+    `damaged` say what to run when the file is not there or is not a JSON object."""
+    import json
+
+    from kws_core.infra.errors import DataError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist: {missing}") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is unreadable ({e}); {damaged}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not a JSON object; {damaged}")
+    return data
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp directory beside `target`; on success it replaces `target` in one rename.

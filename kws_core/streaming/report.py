@@ -28,7 +28,7 @@ import pandas as pd
 
 from kws_core.config import Params
 from kws_core.export.loader import ExportedModel
-from kws_core.infra.atomic import atomic_write_text
+from kws_core.infra.atomic import atomic_write_text, read_json_object
 from kws_core.infra.errors import ConfigError, DataError
 from kws_core.streaming.generate import (
     folder_manifest,
@@ -404,16 +404,11 @@ def _markdown(result: StreamReport, curve: pd.DataFrame) -> str:
 
 def read_stream_report(params: Params) -> dict:
     """The last `kws stream-eval`'s report.json, or a one-line DataError saying what to run."""
-    path = params.layout.stream_report
-    try:
-        report = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist: run `kws stream-eval` first") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is unreadable ({e}); run `kws stream-eval` again") from None
-    if not isinstance(report, dict):
-        raise DataError(f"{path} is not a JSON object; run `kws stream-eval` again")
-    return report
+    return read_json_object(
+        params.layout.stream_report,
+        "run `kws stream-eval` first",
+        "run `kws stream-eval` again",
+    )
 
 
 def _log_to_training_run(params: Params, result: StreamReport) -> None:

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from kws_core.config import Params
-from kws_core.features.background import noise_dirs
 from kws_core.features.front_end import FeatureSpec
 
 NORM_SAMPLE = 4000  # training rows that set a fine-tuned embedding's normalisation
@@ -102,15 +101,8 @@ class AudioOnTheFly(TrainingData):
     ):
         from kws_core.features.augmented_audio import AudioProcessor
 
-        self.processor = AudioProcessor(
-            manifest,
-            data_dir,
-            labels,
-            spec,
-            params.augment,
-            seed=params.train.seed,
-            progress=progress,
-            noise_dirs=noise_dirs(params),
+        self.processor = AudioProcessor.from_params(
+            params, manifest, data_dir, labels, spec, progress=progress
         )
         self.validation = self.processor.features("validation")
         self.testing = self.processor.features("testing")

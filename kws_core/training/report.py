@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kws_core.config import Params
-from kws_core.infra.atomic import atomic_write_text
-from kws_core.infra.errors import DataError
+from kws_core.infra.atomic import atomic_write_text, read_json_object
 from kws_core.infra.plots import confusion_matrix, confusion_table, format_confusion, plot_confusion
 from kws_core.training.evaluate import evaluate_features, score_eval_dirs
 
@@ -72,16 +71,9 @@ def metrics_path(params: Params) -> Path:
 
 def read_metrics(params: Params) -> dict:
     """The last training run's `metrics.json`, or a one-line DataError saying what to run."""
-    path = metrics_path(params)
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist: train first (`kws train`)") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is unreadable ({e}); train again (`kws train`)") from None
-    if not isinstance(metrics, dict):
-        raise DataError(f"{path} is not a JSON object; train again (`kws train`)")
-    return metrics
+    return read_json_object(
+        metrics_path(params), "train first (`kws train`)", "train again (`kws train`)"
+    )
 
 
 def report_run(
