@@ -30,7 +30,6 @@ from kws_core.export.loader import ExportedModel
 from kws_core.infra.errors import DataError
 from kws_core.training.tracking import registered_model_name, resolve_tracking_uri
 
-log = logging.getLogger(__name__)
 CHAMPION = "champion"
 MODEL_NAME = "model"  # the logged model's name inside the run
 
