@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from kws_core.data.labels import read_labels
+from kws_core.export.integrity import META_NAME, verify_files
 from kws_core.features.front_end import FeatureSpec
 from kws_core.infra.errors import KwsError
 
-EXPORT_META = "export.json"
+EXPORT_META = META_NAME
 FEATURES_SIGNATURE = "features"  # SavedModel signature: un-normalised features in
 TFLITE_BATCH = 256  # clips per interpreter call when the model accepts a resized batch
 
@@ -42,6 +43,13 @@ def _read_meta(path: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError, KwsError) as e:
         raise KwsError(f"{path}: not a kws export description ({e}); re-run `kws freeze`") from None
     return meta
+
+
+def _relative(path: Path, export_dir: Path) -> str:
+    try:
+        return path.resolve().relative_to(export_dir.resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 @dataclass
@@ -72,7 +80,8 @@ class ExportedModel:
             raise KwsError(
                 f"--graph {graph}: no such model (a saved_model folder or a .tflite file)"
             )
-        meta = _read_meta(_find_meta(graph))
+        meta_path = _find_meta(graph)
+        meta = _read_meta(meta_path)
         model = cls(graph, meta, FeatureSpec.from_dict(meta["features"]), list(meta["labels"]))
         if labels_path is not None:
             given = read_labels(labels_path)
@@ -83,11 +92,15 @@ class ExportedModel:
                     f"{len(model.labels)} ({', '.join(model.labels[:4])}"
                     f"{', ...' if len(model.labels) > 4 else ''}); use the labels.txt of its export"
                 )
+        export_dir = meta_path.parent
         if graph.suffix == ".tflite":
+            verify_files(export_dir, meta, [_relative(graph, export_dir)])
             model._open_tflite()
         elif (graph / "saved_model.pb").exists() or (
             graph / "saved_model" / "saved_model.pb"
         ).exists():
+            folder = graph if (graph / "saved_model.pb").exists() else graph / "saved_model"
+            verify_files(export_dir, meta, [_relative(folder, export_dir)])
             model._open_saved_model()
         else:
             raise KwsError(
@@ -127,9 +140,12 @@ class ExportedModel:
         try:
             signatures = tf.saved_model.load(str(folder)).signatures
             fn = signatures["serving_default"]
-        except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
-            first = str(e).strip().splitlines()[0][:120]
-            raise KwsError(f"--graph {self.path}: not a usable SavedModel ({first})") from None
+        except (OSError, ValueError, KeyError, IndexError, tf.errors.OpError) as e:
+            # IndexError: a truncated variables file in an export that predates checksums
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            raise KwsError(
+                f"--graph {self.path}: not a usable SavedModel ({first}); re-run kws freeze"
+            ) from None
         spec = list(fn.structured_input_signature[1].values())[0]
         out = list(fn.structured_outputs.values())[0]
         self._check_io(list(spec.shape), int(out.shape[-1]))

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from kws_core.config import Params
 from kws_core.data.labels import write_labels
+from kws_core.export.integrity import file_digests
 from kws_core.export.loader import EXPORT_META, FEATURES_SIGNATURE
 from kws_core.features.front_end import FeatureSpec, compute_features
 from kws_core.infra.atomic import atomic_dir
@@ -113,6 +114,7 @@ def export_model(
                 if (tmp / name).exists()
             },
         }
+        meta["files"] = file_digests(tmp)  # checked by every reader before opening a model
         (tmp / EXPORT_META).write_text(json.dumps(meta, indent=2))
     sizes = {
         p.name: _size(p)

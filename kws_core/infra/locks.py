@@ -61,6 +61,31 @@ def sweep_dead_writes(target: Path) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def writer_absent(target: str | os.PathLike[str]) -> Iterator[bool]:
+    """For a reader that would tidy up after dead writers: yields True, holding the write lock
+    of `target` for the block, when no writer holds it now, else False (a writer is at work:
+    read without touching its temp state). Never waits."""
+    target = Path(target)
+    try:
+        fd = os.open(lock_path(target), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # nowhere to lock (read-only place): nothing can be writing there
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def _wait_s() -> float:
     raw = os.environ.get(WAIT_ENV, "")
     try:

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import tensorflow as tf
 from kws_core.infra.atomic import DISK_FULL, atomic_write_text, disk_full
 from kws_core.infra.errors import KwsError
 from kws_core.infra.faults import crash_point
+from kws_core.infra.locks import writer_absent
 
 STATE = "checkpoint_state.json"
 NEXT = ".next"  # a complete checkpoint waiting to replace the one of the same name
@@ -167,14 +169,24 @@ class CheckpointManager:
 
 
 def resolve_checkpoint(value: str, train_dir: Path) -> Path:
-    """`latest`, `best`, or a checkpoint prefix (with or without `.index`)."""
+    """`latest`, `best`, or a checkpoint prefix (with or without `.index`).
+
+    A reader never tidies up under a running trainer: only when no writer holds train_dir's
+    lock does it finish a killed run's swap (as the writer would); otherwise it reads the
+    complete checkpoint where it is, the staged `.next` one during a swap included.
+    """
     if value in ("latest", "best"):
-        recover(train_dir)
-        state = CheckpointManager.read_state(train_dir)
+        with writer_absent(train_dir) as alone:
+            if alone:
+                recover(train_dir)
+            state = CheckpointManager.read_state(train_dir)
         name = state.latest if value == "latest" else state.best
         if not name:
             raise KwsError(f"start_checkpoint={value}: no checkpoint recorded in {train_dir}")
         prefix = Path(train_dir) / name
+        staged = prefix.with_name(prefix.name + NEXT)
+        if not alone and not checkpoint_exists(prefix) and checkpoint_exists(staged):
+            prefix = staged  # the trainer is swapping it in right now
     else:
         prefix = Path(value.removesuffix(".index"))
     if not checkpoint_exists(prefix):
@@ -184,12 +196,46 @@ def resolve_checkpoint(value: str, train_dir: Path) -> Path:
     return prefix
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+
+
+def verify_checkpoint(prefix: Path) -> None:
+    """Read every tensor of a checkpoint (TensorFlow checks each one's size and CRC32C): a
+    truncated or corrupted file is one line here, not an IndexError inside a restore."""
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (IndexError, ValueError, OSError, tf.errors.OpError) as e:
+        raise KwsError(
+            f"checkpoint damaged: {prefix} cannot be read ({_first_line(e)}); choose another "
+            "(latest, best or a prefix in checkpoint_state.json's kept list) or re-run kws train"
+        ) from None
+
+
 def restore(ckpt: tf.train.Checkpoint, prefix: Path) -> None:
+    verify_checkpoint(prefix)
     try:
         ckpt.read(str(prefix)).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
-        first = str(e).strip().splitlines()[0][:200]
         raise KwsError(
             f"start_checkpoint {prefix} does not fit this model (was it trained with another "
-            f"model_architecture or wanted_words?): {first}"
+            f"model_architecture or wanted_words?): {_first_line(e)[:200]}"
         ) from None
+
+
+def restore_checkpoint(ckpt: tf.train.Checkpoint, value: str, train_dir: Path) -> Path:
+    """Resolve `value` and restore it into `ckpt`; returns the prefix read. A running trainer
+    may replace `best` or drop an old `latest` while we read: resolve again and retry then."""
+    for attempt in range(5):
+        prefix = resolve_checkpoint(value, train_dir)
+        try:
+            restore(ckpt, prefix)
+            return prefix
+        except KwsError:
+            with writer_absent(train_dir) as alone:
+                if alone or value not in ("latest", "best") or attempt == 4:
+                    raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")

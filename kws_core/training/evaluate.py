@@ -20,7 +20,7 @@ from kws_core.features.front_end import FeatureSpec
 from kws_core.infra.errors import ConfigError, DataError
 from kws_core.infra.plots import confusion_matrix, format_confusion, plot_confusion
 from kws_core.infra.wav import WavError, read_wav
-from kws_core.training.checkpoints import resolve_checkpoint, restore
+from kws_core.training.checkpoints import restore_checkpoint
 from kws_core.training.models import build_model
 
 
@@ -61,8 +61,9 @@ def load_model(params: Params, checkpoint: str):
     import tensorflow as tf
 
     model, labels, spec = build_model(params)
-    prefix = resolve_checkpoint(checkpoint, params.layout.train_dir)
-    restore(tf.train.Checkpoint(model=model), prefix)
+    prefix = restore_checkpoint(
+        tf.train.Checkpoint(model=model), checkpoint, params.layout.train_dir
+    )
     return model, labels, spec, prefix
 
 
