@@ -21,8 +21,9 @@ from kws_core.config import (
     SourceSpec,
 )
 from kws_core.data.partition import PARTITIONS, read_partition_lists, speaker_of, which_set
-from kws_core.infra.atomic import atomic_path, atomic_write_text
+from kws_core.infra.commit import atomic_outputs
 from kws_core.infra.errors import DataError
+from kws_core.infra.locks import await_commit
 from kws_core.infra.wav import WavError, WavInfo, inspect_wav
 
 RANDOM_SEED = 59185  # the tutorial's seed for picking unknown words
@@ -357,13 +358,18 @@ def write_manifest(result: ManifestResult, out_dir: Path) -> dict[str, Path]:
         "disagreements": out_dir / "partition_disagreements.csv",
         "summary": out_dir / "manifest_summary.json",
     }
-    with atomic_path(paths["manifest"], ".parquet") as tmp:
-        result.manifest.to_parquet(tmp, index=False)
-    with atomic_path(paths["rejected"], ".parquet") as tmp:
-        result.rejected.to_parquet(tmp, index=False)
-    atomic_write_text(paths["rejected_csv"], result.rejected.to_csv(index=False))
-    atomic_write_text(paths["background"], result.background.to_csv(index=False))
-    atomic_write_text(paths["disagreements"], result.disagreements.to_csv(index=False))
+    summary = _summary(result)
+    with atomic_outputs(out_dir, "manifest") as out:  # all six replaced as one
+        result.manifest.to_parquet(out.path(paths["manifest"]), index=False)
+        result.rejected.to_parquet(out.path(paths["rejected"]), index=False)
+        result.rejected.to_csv(out.path(paths["rejected_csv"]), index=False)
+        result.background.to_csv(out.path(paths["background"]), index=False)
+        result.disagreements.to_csv(out.path(paths["disagreements"]), index=False)
+        out.path(paths["summary"]).write_text(json.dumps(summary, indent=2, default=int))
+    return paths
+
+
+def _summary(result: ManifestResult) -> dict:
     counts = label_counts(result.manifest)
     summary = {
         "clips": int((result.manifest["source"] == "clip").sum()),
@@ -386,11 +392,11 @@ def write_manifest(result: ManifestResult, out_dir: Path) -> dict[str, Path]:
             f"{row['family']}:{row['voice']}": {k: row[k] for k in q.columns[2:]}
             for row in q.to_dict(orient="records")
         }
-    atomic_write_text(paths["summary"], json.dumps(summary, indent=2, default=int))
-    return paths
+    return summary
 
 
 def load_manifest(path: Path) -> pd.DataFrame:
+    await_commit(path.parent, "reading the manifest")
     if not path.exists():
         raise DataError(f"manifest {path} not found; run `kws manifest` first")
     try:

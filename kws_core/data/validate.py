@@ -17,7 +17,7 @@ import pandas as pd
 from kws_core.config import SILENCE_LABEL, UNKNOWN_LABEL, DataConfig
 from kws_core.data.manifest import MANIFEST_COLUMNS
 from kws_core.data.partition import PARTITIONS
-from kws_core.infra.atomic import atomic_dir, atomic_write_text
+from kws_core.infra.commit import atomic_outputs
 
 # Columns and the dtype each must have in the manifest.
 REQUIRED_TYPES = MANIFEST_COLUMNS
@@ -340,13 +340,13 @@ def validate_manifest(
             "checks": [o.__dict__ for o in outcomes],
             "great_expectations": raw,
         }
-        atomic_write_text(report.result_path, json.dumps(body, indent=2, default=str))
         # compact (`dvc metrics show` prints it in one table with the others); the
         # expectation count and details are in validation.json
         metrics = {"passed": report.success, "failed": len(report.failures)}
-        atomic_write_text(out_dir / "quality_metrics.json", json.dumps(metrics, indent=2))
         report.docs_path = out_dir / "data_docs"
-        with atomic_dir(report.docs_path) as tmp:
-            shutil.copytree(docs_tmp, tmp, dirs_exist_ok=True)
+        with atomic_outputs(out_dir, "validate") as out:  # the three replaced as one
+            out.path(report.result_path).write_text(json.dumps(body, indent=2, default=str))
+            out.path(out_dir / "quality_metrics.json").write_text(json.dumps(metrics, indent=2))
+            shutil.copytree(docs_tmp, out.path(report.docs_path, folder=True), dirs_exist_ok=True)
     shutil.rmtree(docs_tmp, ignore_errors=True)
     return report

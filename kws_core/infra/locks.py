@@ -8,8 +8,10 @@ who holds the lock) and then finds its output complete, or, after `KWS_LOCK_WAIT
 so a crashed run never leaves a stale lock.
 
 Holding the lock also means any temp output beside or in the target is a dead writer's: they
-are swept, and an output a killed writer had moved aside (`atomic_dir`'s `.old`) but not yet
-replaced is put back.
+are swept, an output a killed writer had moved aside (`atomic_dir`'s `.old`) but not yet
+replaced is put back, and a commit of several outputs it had journaled is completed
+(kws_core/infra/commit.py). Readers never tidy up: `await_commit` and `writer_absent` let them
+wait for, or briefly become, the writer instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from kws_core.infra.commit import finish_commits, pending_commit
 from kws_core.infra.errors import KwsError
 
 WAIT_ENV = "KWS_LOCK_WAIT_S"
@@ -45,6 +48,8 @@ def _holder(fd: int) -> str:
 def sweep_dead_writes(target: Path) -> list[Path]:
     """Clean up after writers of `target` that were killed; call only while holding its lock."""
     parent, name = target.parent, target.name
+    if target.is_dir():
+        finish_commits(target)  # before the sweep: a journaled commit's temp files are outputs
     olds = sorted(parent.glob(f".{name}.????????.old"), key=lambda p: p.stat().st_mtime)
     if olds and not target.exists():
         os.replace(olds.pop(), target)  # killed between moving the old output aside and renaming
@@ -59,6 +64,15 @@ def sweep_dead_writes(target: Path) -> list[Path]:
             p.unlink(missing_ok=True)
         removed.append(p)
     return removed
+
+
+def await_commit(target: str | os.PathLike[str], reader: str) -> None:
+    """Before reading a folder of several outputs: if a commit is pending there (a writer is
+    renaming right now, or was killed while renaming), take the lock; the live writer finishes
+    first, or the sweep completes the dead one's commit. Readers never see a mix."""
+    if pending_commit(Path(target)):
+        with output_lock(target, reader):
+            pass
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ import pandas as pd
 from kws_core.config import Params
 from kws_core.export.loader import ExportedModel
 from kws_core.infra.atomic import atomic_write_text, read_json_object
+from kws_core.infra.commit import atomic_outputs
 from kws_core.infra.errors import ConfigError, DataError
 from kws_core.streaming.generate import (
     folder_manifest,
@@ -327,18 +328,21 @@ def streaming_eval(
         "det_png": out / "det_curve.png",
         "det_csv": out / "det_curve.csv",
     }
-    atomic_write_text(files["det_csv"], curve.to_csv(index=False))
-    plot_det_curve(
-        curve,
-        files["det_png"],
-        operating=s.detection_threshold,
-        target_fa_per_hour=s.target_fa_per_hour,
-        title=f"{report['architecture']}: streaming DET curve",
-    )
     result = StreamReport(out, report, files)
-    atomic_write_text(files["report_md"], _markdown(result, curve))
-    atomic_write_text(files["report_json"], json.dumps(report, indent=2))
-    atomic_write_text(params.layout.stream_summary, json.dumps(summarize(report), indent=2))
+    with atomic_outputs(out, "stream-eval") as staged:  # the report's files replaced as one
+        curve.to_csv(staged.path(files["det_csv"]), index=False)
+        plot_det_curve(
+            curve,
+            staged.path(files["det_png"]),
+            operating=s.detection_threshold,
+            target_fa_per_hour=s.target_fa_per_hour,
+            title=f"{report['architecture']}: streaming DET curve",
+        )
+        staged.path(files["report_md"]).write_text(_markdown(result, curve))
+        staged.path(files["report_json"]).write_text(json.dumps(report, indent=2))
+        staged.path(params.layout.stream_summary).write_text(
+            json.dumps(summarize(report), indent=2)
+        )
     if log_mlflow:
         _log_to_training_run(params, result)
     return result

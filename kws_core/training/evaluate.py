@@ -8,6 +8,7 @@ name is not one of the model's labels counts as `_unknown_` (the tutorial's rule
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,15 +152,20 @@ def check_eval_dirs(params: Params) -> list[Path]:
 
 
 def score_eval_dirs(
-    model, labels: list[str], spec: FeatureSpec, dirs: list[Path], reports_dir: Path
+    model,
+    labels: list[str],
+    spec: FeatureSpec,
+    dirs: list[Path],
+    reports_dir: Path,
+    write_to: Callable[[Path], Path] = lambda final: final,
 ) -> dict[str, dict]:
-    """Score every `train.eval_dirs` folder: {name: {accuracy, n, per_class, confusion_png}}."""
+    """Score every `train.eval_dirs` folder: {name: {accuracy, n, per_class, confusion_png}}.
+    Pictures are drawn at `write_to(final path)` (a commit's temp path) and named by `final`."""
     out: dict[str, dict] = {}
     for name, d in zip(eval_dir_names(dirs), dirs, strict=True):
         r = score_dir(model, labels, spec, d)
-        png = plot_confusion(
-            r.confusion, labels, reports_dir / f"eval_{name}_confusion.png", title=f"{name}"
-        )
+        png = reports_dir / f"eval_{name}_confusion.png"
+        plot_confusion(r.confusion, labels, write_to(png), title=f"{name}")
         out[name] = {
             "accuracy": r.accuracy,
             "n": r.n,

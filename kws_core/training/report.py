@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from kws_core.config import Params
-from kws_core.infra.atomic import atomic_write_text, read_json_object
+from kws_core.infra.atomic import read_json_object
+from kws_core.infra.commit import atomic_outputs
+from kws_core.infra.locks import await_commit, output_lock
 from kws_core.infra.plots import confusion_matrix, confusion_table, format_confusion, plot_confusion
 from kws_core.training.evaluate import evaluate_features, score_eval_dirs
 
@@ -71,6 +73,7 @@ def metrics_path(params: Params) -> Path:
 
 def read_metrics(params: Params) -> dict:
     """The last training run's `metrics.json`, or a one-line DataError saying what to run."""
+    await_commit(params.layout.reports_dir, "reading metrics.json")
     return read_json_object(
         metrics_path(params), "train first (`kws train`)", "train again (`kws train`)"
     )
@@ -97,17 +100,37 @@ def report_run(
     say(f"Confusion Matrix:\n{format_confusion(cm, labels)}")
     say(f"Final test accuracy = {100 * test_acc:.1f}% (N={len(test_y)})")
     reports = params.layout.reports_dir
-    png = plot_confusion(
-        cm, labels, reports / "confusion_matrix.png", title=f"{t.model_architecture} test"
-    )
-    table = reports / "confusion_matrix.csv"
-    atomic_write_text(table, confusion_table(cm, labels).to_csv())
-    evals = score_eval_dirs(model, labels, spec, eval_dirs, reports)
-    for name, ev in evals.items():
-        classes = ", ".join(f"{k} {100 * v:.0f}%" for k, v in ev["per_class"].items())
-        say(f"Accuracy on {name} = {100 * ev['accuracy']:.1f}% (N={ev['n']}): {classes}")
+    png, table = reports / "confusion_matrix.png", reports / "confusion_matrix.csv"
+    # The pictures, tables and metrics of a run replace the last run's as one commit; the
+    # reports_dir lock keeps a reader (await_commit) from finishing it under us.
+    with output_lock(reports, "train reports"), atomic_outputs(reports, "train") as out:
+        title = f"{t.model_architecture} test"
+        plot_confusion(cm, labels, out.path(png), title=title)
+        confusion_table(cm, labels).to_csv(out.path(table))
+        evals = score_eval_dirs(model, labels, spec, eval_dirs, reports, out.path)
+        for name, ev in evals.items():
+            classes = ", ".join(f"{k} {100 * v:.0f}%" for k, v in ev["per_class"].items())
+            say(f"Accuracy on {name} = {100 * ev['accuracy']:.1f}% (N={ev['n']}): {classes}")
+        result = _result(facts, t, labels, test_acc, reports, cm, evals)
+        if tracker:  # metrics.json names the run its pictures are logged to after the commit
+            result.run_id, result.experiment_id = tracker.run_id, tracker.experiment_id
+        metrics = {
+            k: v
+            for k, v in asdict(result).items()
+            if isinstance(v, int | float | str) and not isinstance(v, bool)
+        }
+        if evals:
+            metrics["eval"] = evals
+        out.path(params.layout.metrics).write_text(json.dumps(metrics, indent=2, default=str))
+        out.path(params.layout.metrics_summary).write_text(json.dumps(summarize(result), indent=2))
+    if tracker:
+        _log_to_mlflow(tracker, result, params, png, table, facts)
+    return result
+
+
+def _result(facts, t, labels, test_acc, reports, cm, evals) -> TrainResult:
     trained = facts.final_step - facts.start_step
-    result = TrainResult(
+    return TrainResult(
         arch=t.model_architecture,
         labels=labels,
         train_dir=facts.train_dir,
@@ -128,18 +151,6 @@ def report_run(
         test_confusion=cm.tolist(),
         eval_dirs=evals,
     )
-    if tracker:
-        _log_to_mlflow(tracker, result, params, png, table, facts)
-    metrics = {
-        k: v
-        for k, v in asdict(result).items()
-        if isinstance(v, int | float | str) and not isinstance(v, bool)
-    }
-    if evals:
-        metrics["eval"] = evals
-    atomic_write_text(params.layout.metrics, json.dumps(metrics, indent=2, default=str))
-    atomic_write_text(params.layout.metrics_summary, json.dumps(summarize(result), indent=2))
-    return result
 
 
 def summarize(result: TrainResult) -> dict[str, float | int]:
