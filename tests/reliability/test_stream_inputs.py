@@ -9,6 +9,7 @@ TFLite (a few seconds), not a trained one: none of this depends on what it has l
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from kws_core.config import load_params
 from kws_core.features.front_end import FeatureSpec
 from kws_core.features.spectrogram import load_any_wav
 from kws_core.infra.errors import ConfigError, DataError
-from kws_core.infra.wav import inspect_wav, read_wav, write_wav
+from kws_core.infra.tf_import import XNNPACK_BANNER, native_stderr_without
+from kws_core.infra.wav import WavError, inspect_wav, read_wav, write_wav
 from kws_core.streaming.recognize import check_decoder_settings, smooth_scores
 from kws_core.streaming.report import streaming_eval
 from kws_core.streaming.score import read_ground_truth
@@ -227,11 +229,11 @@ def test_unknown_length_wav_is_read_to_the_end_of_file(area, tmp_path, capsys, c
 
 
 @pytest.mark.timeout(120)
-def test_a_data_chunk_longer_than_the_file_is_still_truncated(area, tmp_path, capsys):
+def test_a_data_chunk_longer_than_the_file_is_still_truncated(area, tmp_path):
     good = (area / "stream.wav").read_bytes()
     wav = tmp_path / "cut.wav"
     wav.write_bytes(good[: len(good) // 2])  # sizes say the whole stream, half is there
-    with pytest.raises(Exception, match=f"header says {len(good) - 44} data bytes"):
+    with pytest.raises(WavError, match=f"header says {len(good) - 44} data bytes"):
         read_wav(wav, RATE)
 
 
@@ -297,15 +299,12 @@ def test_tflite_cli_error_is_exactly_one_line_on_stderr(area, tmp_path):
 @pytest.mark.timeout(120)
 def test_the_stderr_filter_keeps_other_native_output(capfd):
     """Only the banner goes: anything else the runtime writes to fd 2 meanwhile is kept."""
-    import os
-
-    from kws_core.infra.tf_import import XNNPACK_BANNER, native_stderr_without
-
     with native_stderr_without((XNNPACK_BANNER,)):
         os.write(2, f"INFO: {XNNPACK_BANNER} for CPU.\nreal problem\n".encode())
     assert capfd.readouterr().err == "real problem\n"
 
 
+@pytest.mark.timeout(120)
 def test_data_error_is_the_type_for_bad_truth(area, tmp_path):
     """The checks are DataErrors raised by kws_core (DVC, Dagster and the CLI share them)."""
     truth = tmp_path / "t.txt"
