@@ -342,12 +342,16 @@ def check_decoder_settings(stream: StreamConfig, clip_duration_ms: float) -> Non
     if window < need:
         holds = window // stride + 1
         why = f"stream.minimum_count {count}" if count > 1 else "2 to span a quarter of it"
-        fewer = ", lower stream.minimum_count" if count > 2 else ""
+        lower = (
+            "stream.minimum_count or stream.clip_stride_ms"
+            if count > 2
+            else "stream.clip_stride_ms"
+        )
         raise ConfigError(
             f"stream.average_window_ms {window} can never decide: with a result every {stride} "
             f"ms (stream.clip_stride_ms) it holds {holds}, but a decision needs "
-            f"{max(count, 2)} ({why}); set stream.average_window_ms to at least {need}{fewer} "
-            "or lower stream.clip_stride_ms"
+            f"{max(count, 2)} ({why}); set stream.average_window_ms to at least {need}, or "
+            f"lower {lower}"
         )
     if stream.detection_threshold >= 1:
         raise ConfigError(
