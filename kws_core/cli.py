@@ -229,9 +229,9 @@ def cmd_wav_to_spectrogram(params: Params, args: argparse.Namespace) -> int:
     from kws_core.features.front_end import FeatureSpec
     from kws_core.features.spectrogram import wav_to_spectrogram
 
-    notes = wav_to_spectrogram(args.input_wav, args.output_png, FeatureSpec.from_params(params))
-    for note in notes:
-        print(f"note: {note}")
+    _print_notes(
+        wav_to_spectrogram(args.input_wav, args.output_png, FeatureSpec.from_params(params))
+    )
     print(f"wrote {args.output_png}")
     return 0
 
@@ -243,10 +243,15 @@ def cmd_label_wav(params: Params, args: argparse.Namespace) -> int:
     for r in results:
         if len(results) > 1:
             print(f"{r.path}:")
-        for note in r.notes:
-            print(f"note: {note}")
+        _print_notes(r.notes)
         print("\n".join(r.lines()))
     return 0
+
+
+def _print_notes(notes: list[str]) -> None:
+    """What reading a WAV did to it (resampled, down-mixed ...), as every WAV-reading verb says."""
+    for note in notes:
+        print(f"note: {note}")
 
 
 def cmd_freeze(params: Params, args: argparse.Namespace) -> int:
@@ -295,6 +300,7 @@ def cmd_test_streaming_accuracy(params: Params, args: argparse.Namespace) -> int
     result = stream_accuracy(
         model, Path(args.wav), Path(args.ground_truth), params, progress=not args.no_progress
     )
+    _print_notes(result.notes)
     if args.verbose:
         for event in result.stats.events:
             print(event.line())

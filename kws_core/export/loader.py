@@ -21,6 +21,7 @@ from kws_core.data.labels import read_labels
 from kws_core.export.integrity import META_NAME, verify_files
 from kws_core.features.front_end import FeatureSpec
 from kws_core.infra.errors import KwsError
+from kws_core.infra.tf_import import XNNPACK_BANNER, native_stderr_without
 
 EXPORT_META = META_NAME
 FEATURES_SIGNATURE = "features"  # SavedModel signature: un-normalised features in
@@ -237,13 +238,20 @@ class ExportedModel:
             return max(current, 1) if current == want else 1
         try:
             interp.resize_tensor_input(inp["index"], [want, *inp["shape"][1:]])
-            interp.allocate_tensors()
+            _allocate(interp)
             return want
         except (RuntimeError, ValueError):
             # Graphs with a fixed batch in a Reshape cannot be resized: back to one clip a call.
             interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
-            interp.allocate_tensors()
+            _allocate(interp)
             return 1
+
+
+def _allocate(interp: Any) -> None:
+    """`allocate_tensors` without TFLite's XNNPACK line on stderr (printed when a float model
+    first allocates: it would make every one-line error two lines)."""
+    with native_stderr_without((XNNPACK_BANNER,)):
+        interp.allocate_tensors()
 
 
 def tflite_interpreter(**source) -> Any:
@@ -264,7 +272,7 @@ def tflite_interpreter(**source) -> Any:
                 **source,
                 experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
             )
-    interp.allocate_tensors()
+    _allocate(interp)
     return interp
 
 

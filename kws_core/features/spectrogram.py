@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 from kws_core.features.augmented_audio import fit_length
 from kws_core.features.front_end import FeatureSpec, compute_features
 from kws_core.infra.errors import DataError
+from kws_core.infra.wav import with_known_length
 
 
 @dataclass
@@ -28,8 +30,11 @@ def load_any_wav(path: str | Path, sample_rate: int) -> LoadedWav:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
+    # A recorder's "unknown length" header: read it as the kws reader does (to the end of file).
+    fixed = with_known_length(p)
     try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+        source = io.BytesIO(fixed) if fixed is not None else str(p)
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile raises its own error types for bad files
         raise DataError(
             f"{p}: not a readable WAV file ({str(e).strip().splitlines()[0]})"

@@ -1,9 +1,12 @@
-"""Import TensorFlow without its start-up banners on stderr.
+"""Import and run TensorFlow without its native banners on stderr.
 
 With oneDNN switched on (see kws_core/__init__.py) TensorFlow prints "oneDNN custom operations
 are on" twice at import, each after absl's "All log messages before absl::InitializeLog()"
-notice, whatever TF_CPP_MIN_LOG_LEVEL says. Entry points (CLI, `pipelines.run`) import it
-through here so a one-line error stays one line; anything else TensorFlow prints is kept.
+notice, whatever TF_CPP_MIN_LOG_LEVEL says; TFLite prints "Created TensorFlow Lite XNNPACK
+delegate for CPU." when a float model first allocates its tensors. These come from C++ straight
+to file descriptor 2, so entry points (CLI, `pipelines.run`) import TensorFlow, and the loader
+opens TFLite models, inside `native_stderr_without` so a one-line error stays one line; anything
+else written meanwhile is kept.
 """
 
 from __future__ import annotations
@@ -11,23 +14,34 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 BANNERS = ("before absl::InitializeLog() is called", "oneDNN custom operations are on")
+XNNPACK_BANNER = "Created TensorFlow Lite XNNPACK delegate"
 
 
-def import_tensorflow_quietly() -> None:
-    if "tensorflow" in sys.modules:
-        return
+@contextmanager
+def native_stderr_without(banners: tuple[str, ...]) -> Iterator[None]:
+    """Hold what is written to fd 2 meanwhile; write it back without lines containing a banner."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            yield
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
             for line in held.read().decode(errors="replace").splitlines(keepends=True):
-                if not any(b in line for b in BANNERS):
+                if not any(b in line for b in banners):
                     sys.stderr.write(line)
+
+
+def import_tensorflow_quietly() -> None:
+    if "tensorflow" in sys.modules:
+        return
+    with native_stderr_without(BANNERS):
+        import tensorflow  # noqa: F401

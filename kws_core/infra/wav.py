@@ -12,6 +12,11 @@ import numpy as np
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# A recorder that cannot seek back to patch the header (writing to a pipe, or killed) leaves
+# this, or 0, as the RIFF and data sizes: the samples then run to the end of the file.
+UNKNOWN_SIZE = 0xFFFFFFFF
+# How much of a file is read to find the data chunk's header (chunks before it are small).
+HEAD_BYTES = 1 << 20
 
 
 class WavError(Exception):
@@ -34,12 +39,28 @@ class WavInfo:
         return 1000.0 * self.num_samples / self.sample_rate if self.sample_rate else 0.0
 
 
+def _unknown_length(size: int, riff_size: int, available: int) -> bool:
+    """Whether a data chunk's size is a recorder's placeholder (samples to the end of file)."""
+    return size == UNKNOWN_SIZE or (size == 0 and riff_size in (0, UNKNOWN_SIZE) and available > 0)
+
+
 def _parse(data: bytes) -> tuple[tuple[int, int, int, int, int], bytes]:
     """Return ((format, channels, rate, block_align, bits), sample bytes) or raise WavError."""
+    fmt, start, size = _locate(data, len(data))
+    return fmt, data[start : start + size]
+
+
+def _locate(data: bytes, total: int) -> tuple[tuple[int, int, int, int, int], int, int]:
+    """((format, channels, rate, block_align, bits), data offset, data bytes) or WavError.
+
+    `data` is the first bytes of a `total`-byte file. An unknown-length data chunk (see
+    UNKNOWN_SIZE) is the rest of the file, cut to whole sample frames.
+    """
     if len(data) == 0:
         raise WavError("empty file (0 bytes)")
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise WavError("not a WAV file (no RIFF/WAVE header)")
+    riff_size = struct.unpack("<I", data[4:8])[0]
     pos = 12
     fmt: tuple[int, int, int, int, int] | None = None
     while pos + 8 <= len(data):
@@ -55,12 +76,15 @@ def _parse(data: bytes) -> tuple[tuple[int, int, int, int, int], bytes]:
         elif cid == b"data":
             if fmt is None:
                 raise WavError("corrupt WAV: data chunk before fmt chunk")
-            available = len(data) - body
+            available = total - body
+            if _unknown_length(size, riff_size, available):
+                align = fmt[3]
+                return fmt, body, available - available % align if align else available
             if size > available:
                 raise WavError(
                     f"truncated WAV: header says {size} data bytes, file has {available}"
                 )
-            return fmt, data[body : body + size]
+            return fmt, body, size
         pos = body + size + (size & 1)
     if fmt is None:
         raise WavError("corrupt WAV: no fmt chunk")
@@ -95,6 +119,34 @@ def _read(path: str | Path) -> bytes:
         return p.read_bytes()
     except OSError as e:
         raise WavError(f"unreadable ({e.strerror})") from None
+
+
+def with_known_length(path: str | Path) -> bytes | None:
+    """The file's bytes with true RIFF and data sizes when its header says "unknown length"
+    (see UNKNOWN_SIZE), else None (read the file as it is).
+
+    For readers other than this module's (libsndfile reads 0xFFFFFFFF but finds no samples
+    behind a 0), so every reader takes such a file the same way.
+    """
+    p = Path(path)
+    try:
+        if not p.is_file():
+            return None
+        with p.open("rb") as f:
+            head = f.read(HEAD_BYTES)
+            total = p.stat().st_size
+            _, start, size = _locate(head, total)
+            declared = struct.unpack("<I", head[start - 4 : start])[0]
+            riff_size = struct.unpack("<I", head[4:8])[0]
+            if not _unknown_length(declared, riff_size, total - start):
+                return None
+            f.seek(0)
+            data = bytearray(f.read(start + size))
+    except (OSError, WavError):
+        return None  # the caller's reader says what is wrong
+    data[4:8] = struct.pack("<I", len(data) - 8)
+    data[start - 4 : start] = struct.pack("<I", size)
+    return bytes(data)
 
 
 def inspect_wav(path: str | Path, expect_rate: int, expect_bits: int = 16) -> WavInfo:

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from kws_core.config import SILENCE_LABEL
-from kws_core.infra.errors import KwsError
+from kws_core.config import SILENCE_LABEL, StreamConfig
+from kws_core.infra.errors import ConfigError, KwsError
 
 
 @dataclass(frozen=True)
@@ -319,3 +319,42 @@ def recognize_settings(stream: Any) -> dict[str, Any]:
         "minimum_count": stream.minimum_count,
         "repeat_after_suppression": stream.repeat_after_suppression,
     }
+
+
+def check_decoder_settings(stream: StreamConfig, clip_duration_ms: float) -> None:
+    """ConfigError for params.yaml `stream:` settings that can never detect a word.
+
+    Called before any stream is generated or scored: such settings would otherwise run the
+    model for nothing and report a 100% false-reject rate. Results come every `clip_stride_ms`
+    and a window holds those at most `average_window_ms` old, so it holds
+    floor(window / stride) + 1 of them over floor(window / stride) strides; a decision needs
+    `minimum_count` of them spanning a quarter of the window, i.e. window >= max(count - 1, 1)
+    strides.
+    """
+    stride, window, count = stream.clip_stride_ms, stream.average_window_ms, stream.minimum_count
+    if stride > clip_duration_ms:
+        raise ConfigError(
+            f"stream.clip_stride_ms {stride} is longer than the model's {clip_duration_ms:g} ms "
+            "clip, so the audio between windows is never heard; set stream.clip_stride_ms to "
+            f"at most {clip_duration_ms:g} (e.g. 30 or 80)"
+        )
+    need = max(count - 1, 1) * stride
+    if window < need:
+        holds = window // stride + 1
+        why = f"stream.minimum_count {count}" if count > 1 else "2 to span a quarter of it"
+        lower = (
+            "stream.minimum_count or stream.clip_stride_ms"
+            if count > 2
+            else "stream.clip_stride_ms"
+        )
+        raise ConfigError(
+            f"stream.average_window_ms {window} can never decide: with a result every {stride} "
+            f"ms (stream.clip_stride_ms) it holds {holds}, but a decision needs "
+            f"{max(count, 2)} ({why}); set stream.average_window_ms to at least {need}, or "
+            f"lower {lower}"
+        )
+    if stream.detection_threshold >= 1:
+        raise ConfigError(
+            f"stream.detection_threshold {stream.detection_threshold} can never be exceeded "
+            "(averaged scores are at most 1); set it below 1 (default 0.2)"
+        )

@@ -37,10 +37,16 @@ from kws_core.streaming.generate import (
     noise_files,
     write_stream,
 )
-from kws_core.streaming.recognize import Detection, recognize_settings, recognize_stream
+from kws_core.streaming.recognize import (
+    Detection,
+    check_decoder_settings,
+    recognize_settings,
+    recognize_stream,
+)
 from kws_core.streaming.run import StreamScores, score_stream
 from kws_core.streaming.score import (
     StreamingStats,
+    Truth,
     read_ground_truth,
     score_detections,
     sweep_thresholds,
@@ -183,6 +189,8 @@ class StreamResult:
     stats: StreamingStats
     detections: list[Detection]
     scores: StreamScores
+    truth: Truth = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what reading the WAV did (resampled ...)
 
 
 def stream_accuracy(
@@ -193,19 +201,25 @@ def stream_accuracy(
     threshold: float | None = None,
     progress: bool = False,
 ) -> StreamResult:
-    """The tutorial's test_streaming_accuracy on one stream with the configured settings."""
+    """The tutorial's test_streaming_accuracy on one stream with the configured settings.
+
+    Settings that can never detect a word, and ground truth the model cannot match (labels it
+    lacks, times past the stream's end), are one-line errors before the model runs.
+    """
     from kws_core.features.spectrogram import load_any_wav
 
-    audio = load_any_wav(Path(wav), model.spec.sample_rate)
-    truth = read_ground_truth(truth_path)
     s = params.stream
+    check_decoder_settings(s, model.spec.clip_duration_ms)
+    audio = load_any_wav(Path(wav), model.spec.sample_rate)
+    stream_ms = 1000 * len(audio.samples) / audio.sample_rate
+    truth = read_ground_truth(truth_path, model.labels, stream_ms, wav)
     scored = score_stream(model, audio.samples, s.clip_stride_ms, progress=progress)
     settings = recognize_settings(s)
     if threshold is not None:
         settings["detection_threshold"] = threshold
     found = recognize_stream(scored.scores, scored.times_ms, model.labels, **settings)
     stats = score_detections(found, truth, scored.audio_seconds, s.time_tolerance_ms)
-    return StreamResult(stats, found, scored)
+    return StreamResult(stats, found, scored, truth, audio.notes)
 
 
 @dataclass
@@ -254,6 +268,7 @@ def streaming_eval(
     export_dir = params.layout.export_dir
     graph = Path(graph) if graph else export_dir / "saved_model"
     model = ExportedModel.load(graph)
+    check_decoder_settings(s, model.spec.clip_duration_ms)  # before an hour of stream is made
     pos_files = generate_test_stream(params, negative=False)
     neg_files = generate_test_stream(params, negative=True)
     pos = stream_accuracy(model, pos_files.wav, pos_files.truth, params, progress=progress)
@@ -268,7 +283,7 @@ def streaming_eval(
         pos.scores.scores,
         pos.scores.times_ms,
         model.labels,
-        read_ground_truth(pos_files.truth),
+        pos.truth,
         pos.scores.audio_seconds,
         THRESHOLDS,
         **sweep_args,
@@ -277,7 +292,7 @@ def streaming_eval(
         neg.scores.scores,
         neg.scores.times_ms,
         model.labels,
-        read_ground_truth(neg_files.truth),
+        neg.truth,
         neg.scores.audio_seconds,
         THRESHOLDS,
         **sweep_args,

@@ -42,11 +42,19 @@ Truth = list[tuple[str, int]]
 
 
 # ---------------------------------------------------------------- ground-truth files
-def read_ground_truth(path: str | Path) -> Truth:
+def read_ground_truth(
+    path: str | Path,
+    labels: Sequence[str] | None = None,
+    stream_ms: float | None = None,
+    stream: str | Path | None = None,
+) -> Truth:
     """Read `label, time_ms` lines (the tutorial's format), sorted by time.
 
     Blank lines and `#` comments are skipped; anything else malformed is a DataError naming the
-    file and line (the tutorial silently skipped such lines).
+    file and line (the tutorial silently skipped such lines). Given the model's `labels`, a
+    word that is none of them (nor `_unknown_`/`_silence_`) is a DataError, and given the
+    length `stream_ms` of the `stream` it belongs to, so is a time past its end: either could
+    only be scored as a false reject.
     """
     path = Path(path)
     try:
@@ -58,10 +66,30 @@ def read_ground_truth(path: str | Path) -> Truth:
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"ground-truth file {path} is unreadable ({e})") from None
     rows: Truth = []
+    strangers: dict[str, int] = {}  # label the model lacks -> its first line
+    known = None if labels is None else set(labels) | NOT_KEYWORDS
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        rows.append(_parse_truth_line(line, path, number))
+        label, time_ms = _parse_truth_line(line, path, number)
+        if stream_ms is not None and time_ms > stream_ms:
+            which = f" {stream}" if stream else ""
+            raise DataError(
+                f"{path} line {number}: time {time_ms} ms is past the end of the stream{which} "
+                f"({stream_ms:.0f} ms long); use the ground truth written with this stream"
+            )
+        if known is not None and label not in known:
+            strangers.setdefault(label, number)
+        rows.append((label, time_ms))
+    if strangers:
+        found = ", ".join(f"{label!r} (line {n})" for label, n in list(strangers.items())[:5])
+        if len(strangers) > 5:
+            found += f" and {len(strangers) - 5} more"
+        raise DataError(
+            f"{path}: ground-truth label(s) {found} are not labels of the model "
+            f"({', '.join(labels or [])}); label words the model was not trained on "
+            "`_unknown_`, or score with a model trained on them"
+        )
     rows.sort(key=lambda r: r[1])  # stable: equal times keep file order
     return rows
 
