@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -166,7 +167,7 @@ def _check_http(uri: str, timeout: float) -> None:
     url = uri.rstrip("/") + "/health"
     fix = f"start `mlflow server` there or fix the URI, {OFF_HINT}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http(s) only)
+        with urllib.request.urlopen(url, timeout=timeout, context=_tls()) as resp:  # noqa: S310
             status = resp.status
     except urllib.error.HTTPError as e:
         status = e.code
@@ -182,6 +183,13 @@ def _check_http(uri: str, timeout: float) -> None:
     # mid-run into minutes of silence; the user's own settings win.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(30, math.ceil(6 * timeout))))
+
+
+def _tls() -> ssl.SSLContext:
+    """The TLS trust MLflow's own client uses (its env vars), so the check agrees with it."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # noqa: S323 (the user asked for it)
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
 
 
 def _check_database_server(uri: str, engine: str, timeout: float) -> None:
