@@ -331,9 +331,13 @@ def _print_stream_report(report) -> None:
 
 def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import format_counts, format_rejected, manifest_step, validate_step
+    from kws_core.training.tracking import tracking_enabled
 
     t0 = time.perf_counter()
     progress = not args.no_progress
+    # the MLflow store is checked before the data work, not after it (once: a store found
+    # broken with train.mlflow_required false is said once and left alone)
+    track = not args.no_mlflow and tracking_enabled(params)
     out = manifest_step(params, progress=progress)
     report = validate_step(params, out.result.manifest)
     res = out.result
@@ -356,14 +360,14 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     print("\n== features ==")  # as the Dagster run and `dvc repro` do
     _print_cache(features_step(params, progress=progress))
     print("\n== training ==")
-    comparison = train_step(params, progress=progress, track=not args.no_mlflow)
+    comparison = train_step(params, progress=progress, track=track)
     print("\n== kws run-all results ==")
     print(f"data quality: PASSED; manifest {out.paths['manifest']}")
     _print_comparison(comparison)
     from kws_core.steps import freeze_step
 
     print("\n== export ==")
-    exported = freeze_step(params, progress=progress, track=not args.no_mlflow)
+    exported = freeze_step(params, progress=progress, track=track)
     _print_export(params, exported)
     word = params.data.wanted_word_list[0]
     first = sorted(params.layout.data_dir.glob(f"{word}/*.wav"))[:1]
@@ -375,7 +379,7 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     from kws_core.steps import stream_eval_step
 
     print("\n== streaming evaluation ==")
-    _print_stream_report(stream_eval_step(params, progress=progress, track=not args.no_mlflow))
+    _print_stream_report(stream_eval_step(params, progress=progress, track=track))
     print(f"mlflow store  {params.train.mlflow_tracking_uri} (mlflow ui --backend-store-uri ...)")
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -463,6 +463,18 @@ class TrainConfig(_Section):
         "sqlite:///results/mlflow.db", description="MLflow store (relative paths: from params.yaml)"
     )
     mlflow_experiment: str = Field("kws", description="MLflow experiment name")
+    mlflow_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="seconds the MLflow store gets to answer its check before any work (an "
+        "http server: one GET of /health, not MLflow's minutes of retries)",
+    )
+    mlflow_required: bool = Field(
+        True,
+        description="true: a tracking store that fails its check stops the command with one "
+        "line; false: the command goes on without MLflow and says so",
+    )
 
     @field_validator("how_many_training_steps")
     @classmethod

@@ -99,6 +99,13 @@ def format_rejected(rejected: pd.DataFrame, limit: int = 10) -> list[str]:
     return lines
 
 
+def _tracking(params: Params, log: Callable[[str], None] | None = None) -> bool:
+    """Whether to log to MLflow: its store checked before any work (tracking.tracking_enabled)."""
+    from kws_core.training.tracking import tracking_enabled
+
+    return tracking_enabled(params, log or (lambda msg: print(msg, flush=True)))
+
+
 def train_step(
     params: Params,
     progress: bool = True,
@@ -114,6 +121,7 @@ def train_step(
 
     for arch in params.train.architecture_list:  # before the manifest is read
         check_architecture(arch)
+    track = track and _tracking(params, log)  # ... and so is the MLflow store
     manifest = ensure_manifest(params, "train", progress)
     data_dir = params.layout.data_dir
     with output_lock(params.layout.train_dir, "train"):
@@ -129,6 +137,7 @@ def freeze_step(params: Params, progress: bool = True, track: bool = True):
     from kws_core.training.compare import champion_params
 
     check_export_target(params.layout.export_dir, params)  # before any work
+    track = track and _tracking(params)
     chosen = champion_params(params)
     manifest = load_manifest(manifest_path(params)) if params.export.quantize else None
     with output_lock(params.layout.export_dir, "freeze"):
@@ -146,6 +155,7 @@ def stream_eval_step(params: Params, graph=None, progress: bool = True, track: b
     """Streaming evaluation of the export (default: its SavedModel), report in stream_dir."""
     from kws_core.streaming.report import streaming_eval
 
+    track = track and _tracking(params)
     with output_lock(params.layout.stream_dir, "stream-eval"):
         return streaming_eval(params, graph=graph, progress=progress, log_mlflow=track)
 

@@ -28,7 +28,7 @@ import kws_core
 from kws_core.config import Params
 from kws_core.export.loader import ExportedModel
 from kws_core.infra.errors import DataError
-from kws_core.training.tracking import registered_model_name, resolve_tracking_uri
+from kws_core.training.tracking import check_tracking_store, registered_model_name
 
 CHAMPION = "champion"
 MODEL_NAME = "model"  # the logged model's name inside the run
@@ -73,7 +73,7 @@ def log_export(
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    uri = resolve_tracking_uri(params)
+    uri = check_tracking_store(params)
     client = MlflowClient(uri)
     exported = ExportedModel.load(export_dir / "saved_model")
     example = np.zeros((1, exported.spec.desired_samples), np.float32)

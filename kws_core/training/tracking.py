@@ -5,18 +5,28 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import json
 import logging
+import math
 import os
 import re
+import socket
+import sqlite3
+import ssl
 import subprocess
-from collections.abc import Iterator
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 
 from kws_core.config import Params, params_to_dict
+from kws_core.infra.errors import ConfigError, KwsError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -31,14 +41,173 @@ VIEW_METRICS = ("best_validation_accuracy", "test_accuracy", "steps_per_second",
 VIEW_PARAMS = ("train.model_architecture", "features.preprocess", "data.synthetic.speakers")
 
 
+KEY = "train.mlflow_tracking_uri"
+SUPPORTED = (
+    "sqlite:///relative/path.db (from params.yaml's folder), sqlite:////absolute/path.db, "
+    "http(s)://host:port of an `mlflow server`, or postgresql|mysql|mssql://user@host:port/db"
+)
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+OFF_HINT = "or track nothing: --no-mlflow, or train.mlflow_required: false to go on without it"
+
+
+class TrackingUnavailable(ConfigError):
+    """The MLflow store named by train.mlflow_tracking_uri cannot be used; one line."""
+
+    def __init__(self, uri: str, problem: str, fix: str) -> None:
+        self.uri, self.problem = uri, problem
+        super().__init__(f"{KEY} {uri!r}: {problem}; {fix}")
+
+
 def resolve_tracking_uri(params: Params) -> str:
     """Make a relative SQLite path relative to the params file's folder (absolute: 4 slashes)."""
-    uri = params.train.mlflow_tracking_uri
+    uri = params.train.mlflow_tracking_uri.strip()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = params.resolve(uri[len("sqlite:///") :])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        path, sep, query = uri[len("sqlite:///") :].partition("?")
+        return f"sqlite:///{params.resolve(path).absolute()}{sep}{query}"
     return uri
+
+
+def check_tracking_store(params: Params) -> str:
+    """The resolved tracking URI once its store answers within train.mlflow_timeout_s, else a
+    one-line TrackingUnavailable naming the key, the URI and the fix. Every opening of the store
+    (training, comparisons, freeze's registry, stream-eval, `make mlflow-ui`) goes through it."""
+    uri = resolve_tracking_uri(params)
+    timeout = params.train.mlflow_timeout_s
+    scheme = m.group(1).lower() if (m := re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", uri)) else ""
+    if scheme == "sqlite":
+        _check_sqlite(uri, timeout)
+    elif scheme in ("http", "https"):
+        _check_http(uri, timeout)
+    elif scheme.split("+")[0] in DATABASE_PORTS:
+        _check_database_server(uri, scheme.split("+")[0], timeout)
+    elif scheme in ("", "file"):
+        raise TrackingUnavailable(
+            uri,
+            "a folder store is in maintenance mode in MLflow 3 (it refuses to open one)",
+            f"use {SUPPORTED} (`mlflow migrate-filestore` moves old runs)",
+        )
+    else:
+        raise TrackingUnavailable(uri, f"unknown scheme {scheme + ':'!r}", f"use {SUPPORTED}")
+    return uri
+
+
+def tracking_enabled(params: Params, say: Callable[[str], None] | None = None) -> bool:
+    """Whether a command tracks: True once the store checks out. A store that does not stops
+    it (TrackingUnavailable), or with train.mlflow_required false, is one line said and False."""
+    try:
+        check_tracking_store(params)
+        return True
+    except TrackingUnavailable as e:
+        if params.train.mlflow_required:
+            raise
+        (say or print)(
+            f"MLflow tracking off: {KEY} {e.uri!r}: {e.problem} "
+            "(train.mlflow_required is false: going on without it)"
+        )
+        return False
+
+
+def _check_sqlite(uri: str, timeout: float) -> None:
+    """The folder exists (or is made) and is writable; an existing file is a whole SQLite db."""
+    rest = uri[len("sqlite:///") :].partition("?")[0] if uri.startswith("sqlite:///") else ""
+    if not rest.startswith("/") or rest.startswith("/:memory:"):
+        raise TrackingUnavailable(uri, "is not a SQLite file URI", f"use {SUPPORTED}")
+    path = Path(rest)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrackingUnavailable(
+            uri,
+            f"cannot make its folder {path.parent} ({e.strerror or e})",
+            "point it into a folder you can write",
+        ) from None
+    # SQLite writes a journal beside the database: the folder itself must be writable
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise TrackingUnavailable(
+            uri, f"its folder {path.parent} is not writable", "point it into a folder you can write"
+        )
+    if not path.exists():
+        return  # MLflow creates it
+    moved = f"move it away (mv {path} {path}.broken) or point {KEY} elsewhere"
+    if path.is_dir() or not os.access(path, os.R_OK | os.W_OK):
+        raise TrackingUnavailable(uri, f"{path} is not a readable, writable file", moved)
+    problem = _sqlite_problem(path, timeout)
+    if problem:
+        raise TrackingUnavailable(uri, f"{path} is not a usable SQLite database ({problem})", moved)
+
+
+def _sqlite_problem(path: Path, timeout: float) -> str:
+    """Why `path` is no whole SQLite database ('' when it is one, or empty)."""
+    size = path.stat().st_size
+    if size == 0:
+        return ""  # SQLite's empty database: MLflow creates its tables
+    with open(path, "rb") as fh:
+        head = fh.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return "no SQLite header"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    # the header's page count is valid when its change counter matches "version valid for"
+    if head[24:28] == head[92:96] and size < page * pages:
+        return f"truncated: {size} of {page * pages} bytes"
+    try:
+        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=timeout)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        return str(e)
+    return ""
+
+
+def _check_http(uri: str, timeout: float) -> None:
+    """One GET of the server's /health within `timeout`, then MLflow's own calls bounded."""
+    url = uri.rstrip("/") + "/health"
+    fix = f"start `mlflow server` there or fix the URI, {OFF_HINT}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=_tls()) as resp:  # noqa: S310
+            status = resp.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        why = getattr(reason, "strerror", None) or str(reason) or type(e).__name__
+        raise TrackingUnavailable(
+            uri, f"no MLflow server answers GET {url} ({why}; timeout {timeout:g} s)", fix
+        ) from None
+    if status != 200:
+        raise TrackingUnavailable(uri, f"GET {url} answered HTTP {status}, not an MLflow OK", fix)
+    # MLflow's defaults (7 retries with backoff, 120 s a request) turn a server that goes away
+    # mid-run into minutes of silence; the user's own settings win.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(30, math.ceil(6 * timeout))))
+
+
+def _tls() -> ssl.SSLContext:
+    """The TLS trust MLflow's own client uses (its env vars), so the check agrees with it."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # noqa: S323 (the user asked for it)
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
+
+
+def _check_database_server(uri: str, engine: str, timeout: float) -> None:
+    """A TCP connection to the database server within `timeout` (its login is MLflow's)."""
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname or "localhost", parts.port or DATABASE_PORTS[engine]
+    except ValueError as e:
+        raise TrackingUnavailable(uri, f"is malformed ({e})", f"use {SUPPORTED}") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise TrackingUnavailable(
+            uri,
+            f"no {engine} server answers at {host}:{port} ({why}; timeout {timeout:g} s)",
+            f"start it or fix the URI, {OFF_HINT}",
+        ) from None
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -100,7 +269,7 @@ class RunTracker:
         from mlflow.tracking import MlflowClient
 
         self.mlflow = mlflow
-        self.uri = resolve_tracking_uri(params)
+        self.uri = check_tracking_store(params)
         mlflow.set_tracking_uri(self.uri)
         name = params.train.mlflow_experiment
         # The first access creates (migrates) the SQLite schema, then the experiment: two
@@ -233,7 +402,7 @@ def log_to_run(
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(resolve_tracking_uri(params))
+    client = MlflowClient(check_tracking_store(params))
     ts = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
     for f in files:
@@ -241,13 +410,18 @@ def log_to_run(
 
 
 def print_runs_url(params_file: str = "params.yaml", base: str = "http://127.0.0.1:5000") -> None:
-    """One line for `make mlflow-ui`: where the kws runs table opens (or that none exist)."""
+    """One line for `make mlflow-ui`: where the kws runs table opens (or that none exist); a
+    store that fails its check is one line on stderr and exit status 2."""
     from mlflow.tracking import MlflowClient
 
     from kws_core.config import load_params
 
-    params = load_params(params_file)
-    uri = resolve_tracking_uri(params)
+    try:
+        params = load_params(params_file)
+        uri = check_tracking_store(params)
+    except KwsError as e:
+        print(f"make mlflow-ui: error: {e}", file=sys.stderr)
+        sys.exit(2)
     exp = MlflowClient(uri).get_experiment_by_name(params.train.mlflow_experiment)
     if exp is None:
         print(f"no {params.train.mlflow_experiment!r} runs in {uri} yet: `make run` or `kws train`")

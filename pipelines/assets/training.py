@@ -73,6 +73,6 @@ def trained_model(context: dg.AssetExecutionContext, kws: KwsParams) -> dg.Mater
 def _experiment_of(params, run_id: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from kws_core.training.tracking import resolve_tracking_uri
+    from kws_core.training.tracking import check_tracking_store
 
-    return MlflowClient(resolve_tracking_uri(params)).get_run(run_id).info.experiment_id
+    return MlflowClient(check_tracking_store(params)).get_run(run_id).info.experiment_id
