@@ -214,8 +214,11 @@ def cmd_train(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.infra.ownership import claim_folder
+    from kws_core.steps import REPORT_SIGNS
     from kws_core.training.evaluate import evaluate_dir
 
+    claim_folder(params.layout.reports_dir, "train.reports_dir", REPORT_SIGNS)
     # its own folder: train_dir is the train stage's output (DVC would call it changed)
     out = params.layout.evaluate_dir / f"{Path(args.test_dir).resolve().name}_confusion_matrix.png"
     result = evaluate_dir(params, Path(args.test_dir), args.checkpoint, png=out)

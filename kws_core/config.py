@@ -682,6 +682,58 @@ class Params(_Section):
             stream_dir=self.resolve(self.stream.stream_dir),
         )
 
+    def output_folders(self) -> dict[str, Path]:
+        """Every folder a stage writes (by params key), besides the data sets themselves."""
+        lay = self.layout
+        return {
+            "data.manifest_dir": lay.manifest_dir,
+            "features.cache_dir": lay.cache_dir,
+            "train.train_dir": lay.train_dir,
+            "train.summaries_dir": lay.summaries_dir,
+            "train.reports_dir": lay.reports_dir,
+            "export.output_file": lay.export_dir,
+            "stream.stream_dir": lay.stream_dir,
+        }
+
+    def input_folders(self) -> dict[str, Path]:
+        """Every folder of the user's (or the dataset stage's) data that stages read."""
+        d = self.data
+        found = {"data.data_dir": self.layout.data_dir}
+        for i, spec in enumerate(d.source_list):
+            found[f"data.sources[{i}]"] = self.resolve(spec.path)
+        for i, path in enumerate(self.train.eval_dir_list):
+            found[f"train.eval_dirs[{i}]"] = self.resolve(path)
+        for i, path in enumerate(self.augment.noise_dir_list):
+            found[f"augment.noise_dirs[{i}]"] = self.resolve(path)
+        for key, value in (("stream.words_dir", self.stream.words_dir),
+                           ("stream.noise_dir", self.stream.noise_dir)):  # fmt: skip
+            if value:
+                found[key] = self.resolve(value)
+        return found
+
+    def check_folders(self) -> None:
+        """One-line ConfigError if an output folder is, holds or sits inside an input folder
+        or another stage's output folder (a stage would overwrite or sweep the other's files)."""
+        outputs = {k: v.resolve() for k, v in self.output_folders().items()}
+        inputs = {k: v.resolve() for k, v in self.input_folders().items()}
+        keys = list(outputs)
+        for i, key in enumerate(keys):
+            out = outputs[key]
+            others = [(k, v, "input") for k, v in inputs.items()]
+            others += [(k, outputs[k], "output") for k in keys[i + 1 :]]
+            for other, path, kind in others:
+                if out == path or out.is_relative_to(path) or path.is_relative_to(out):
+                    where = (
+                        "is"
+                        if out == path
+                        else ("is inside" if out.is_relative_to(path) else "holds")
+                    )
+                    raise ConfigError(
+                        f"{key} ({out}) {where} {other} ({path}), the pipeline's {kind}: a "
+                        "stage would write over or sweep the other's files; give each output "
+                        "a folder of its own, apart from the data"
+                    )
+
     _root: Path = PrivateAttr(default_factory=lambda: Path("."))
 
 
@@ -851,6 +903,7 @@ def load_params(
     except ValidationError as e:
         raise _fail(where if not items else f"{where} (+ overrides)", e) from None
     params._root = root
+    params.check_folders()
     return params
 
 

@@ -20,6 +20,21 @@ from kws_core.data.manifest import write_manifest as _write_manifest
 from kws_core.data.prepare import RawDataset, prepare_dataset
 from kws_core.data.validate import ValidationReport, validate_manifest
 from kws_core.infra.locks import output_lock
+from kws_core.infra.ownership import claim_folder
+
+# What each output folder held before kws marked its folders (accepted as kws's own).
+MANIFEST_SIGNS = ("manifest.parquet", "manifest_summary.json", "validation.json")
+TRAIN_SIGNS = ("checkpoint_state.json", "*.ckpt-*.index")
+REPORT_SIGNS = ("metrics.json", "summary.json", "confusion_matrix.*", "evaluate")
+STREAM_SIGNS = ("report.json", "*_labels.txt")
+
+
+def claim_training_folders(params: Params) -> None:
+    """train_dir, summaries_dir and reports_dir are kws's own (kws_core.infra.ownership)."""
+    lay = params.layout
+    claim_folder(lay.train_dir, "train.train_dir", TRAIN_SIGNS)
+    claim_folder(lay.summaries_dir, "train.summaries_dir", ("train", "validation"))
+    claim_folder(lay.reports_dir, "train.reports_dir", REPORT_SIGNS)
 
 
 @dataclass
@@ -34,6 +49,7 @@ def dataset_step(params: Params, progress: bool = True) -> RawDataset:
 
 
 def manifest_step(params: Params, progress: bool = True) -> ManifestOutputs:
+    claim_folder(params.layout.manifest_dir, "data.manifest_dir", MANIFEST_SIGNS)
     raw = dataset_step(params, progress=progress)
     with output_lock(params.layout.manifest_dir, "manifest"):
         sources = [(params.resolve(s.path), s) for s in params.data.source_list]
@@ -59,7 +75,7 @@ def ensure_manifest(params: Params, verb: str, progress: bool = True) -> pd.Data
 def validate_step(params: Params, manifest: pd.DataFrame | None = None) -> ValidationReport:
     if manifest is None:
         manifest = load_manifest(manifest_path(params))
-    out = params.layout.manifest_dir
+    out = claim_folder(params.layout.manifest_dir, "data.manifest_dir", MANIFEST_SIGNS)
     with output_lock(out, "validate"):  # its reports live beside the manifest
         return validate_manifest(manifest, params.data, out_dir=out)
 
@@ -121,6 +137,7 @@ def train_step(
 
     for arch in params.train.architecture_list:  # before the manifest is read
         check_architecture(arch)
+    claim_training_folders(params)
     track = track and _tracking(params, log)  # ... and so is the MLflow store
     manifest = ensure_manifest(params, "train", progress)
     data_dir = params.layout.data_dir
@@ -156,6 +173,7 @@ def stream_eval_step(params: Params, graph=None, progress: bool = True, track: b
     from kws_core.streaming.report import streaming_eval
 
     track = track and _tracking(params)
+    claim_folder(params.layout.stream_dir, "stream.stream_dir", STREAM_SIGNS)
     with output_lock(params.layout.stream_dir, "stream-eval"):
         return streaming_eval(params, graph=graph, progress=progress, log_mlflow=track)
 
@@ -164,6 +182,7 @@ def streams_step(params: Params):
     """The keyword and the negative-only test streams (generated or reused), as one step."""
     from kws_core.streaming.report import generate_test_stream
 
+    claim_folder(params.layout.stream_dir, "stream.stream_dir", STREAM_SIGNS)
     with output_lock(params.layout.stream_dir, "streams"):
         return (
             generate_test_stream(params, negative=False),
@@ -175,6 +194,7 @@ def features_step(params: Params, progress: bool = True):
     """Build or reuse the augmented feature cache (features.cache_dir) that training reads."""
     from kws_core.features.cache import build_feature_cache
 
+    claim_folder(params.layout.cache_dir, "features.cache_dir", ("*/meta.json",))
     manifest = ensure_manifest(params, "features", progress)
     data_dir = params.layout.data_dir
     with output_lock(params.layout.cache_dir, "features"):
