@@ -23,7 +23,24 @@ import time
 from pathlib import Path
 
 from kws_core.config import LEAF_KEYS, Params, load_params
-from kws_core.infra.errors import KwsError
+from kws_core.infra.errors import KwsError, os_error_line
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as every kws error: one line (no usage block), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
     common.add_argument("-v", "--verbose", action="store_true", help="log details")
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="kws",
         description="Keyword spotting pipeline. Any params.yaml key can be overridden with "
         "--key=value using the tutorial's flag names, e.g. --wanted_words=yes,no.",
@@ -81,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--graph", required=True, help="saved_model folder or .tflite file")
             p.add_argument("--labels", required=True, help="labels.txt written by kws freeze")
             p.add_argument("--wav", required=True, nargs="+", help="WAV files or folders")
-            p.add_argument("--how_many_labels", type=int, default=3)
+            p.add_argument("--how_many_labels", type=_positive_int, default=3)
         if name == "generate-streaming-test-wav":
             p.add_argument("--output_wav", help="default stream_dir/streaming_test.wav")
             p.add_argument("--output_labels", help="default: beside the WAV, _labels.txt")
@@ -409,6 +426,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args, overrides = _parser().parse_known_args(argv)
+    if not args.verbose:  # MLflow's "Creating initial MLflow database tables..." and the like
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -423,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](params, args)
     except KwsError as e:
         print(f"kws {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the machine failing a writer: one line; anything else is a bug
+        line = os_error_line(e)
+        if line is None:
+            raise
+        print(f"kws {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kws {args.command}: interrupted; outputs are left as they were", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ MANIFEST_COLUMNS = {
     "origin": "object",  # "data_dir" or the extra source's name (data.sources)
     "weight": "float64",  # how much the row counts in training batches (its source's weight)
 }
+# What the later stages read; the descriptive rest (rms, sha1, ...) is checked by `kws validate`.
+READ_COLUMNS = ["path", "word", "label", "speaker", "partition", "source"]
 MAIN_ORIGIN = "data_dir"
 REJECTED_COLUMNS = ["path", "word", "reason"]
 
@@ -76,6 +79,18 @@ def _row(rel: str, word: str, info: WavInfo) -> dict:
     }
 
 
+def _wavs_in(folder: Path) -> list[Path]:
+    """The folder's .wav files; an unreadable folder is an error (glob would just say none)."""
+    try:
+        names = os.listdir(folder)
+    except OSError as e:
+        raise DataError(
+            f"{folder} cannot be read ({e.strerror}); fix its permissions (chmod -R u+rX) or "
+            "move it out of data_dir"
+        ) from None
+    return sorted(folder / n for n in names if n.endswith(".wav"))
+
+
 def scan_clips(
     data_dir: Path,
     sample_rate: int,
@@ -95,7 +110,7 @@ def scan_clips(
             "at a folder with one sub-folder per word"
         )
     folders = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = [(f, w) for w in folders for f in sorted(w.glob("*.wav"))]
+    files = [(f, w) for w in folders for f in _wavs_in(w)]
     clips: list[dict] = []
     background: list[dict] = []
     rejected: list[dict] = []
@@ -405,6 +420,12 @@ def load_manifest(path: Path) -> pd.DataFrame:
         raise DataError(
             f"manifest {path} is unreadable ({e}); rebuild it with `kws manifest`"
         ) from None
+    missing = [c for c in READ_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise DataError(
+            f"manifest {path} lacks column(s) {', '.join(missing)} (edited, or not written by "
+            "kws); rebuild it with `kws manifest`"
+        )
     # Manifests from before data.sources: every row came from data_dir, weight 1.
     if "origin" not in manifest.columns:
         manifest["origin"] = MAIN_ORIGIN

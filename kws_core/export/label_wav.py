@@ -9,7 +9,7 @@ import numpy as np
 
 from kws_core.export.loader import ExportedModel
 from kws_core.features.spectrogram import load_any_wav
-from kws_core.infra.errors import DataError
+from kws_core.infra.errors import ConfigError, DataError
 
 
 @dataclass
@@ -49,6 +49,8 @@ def wav_files(inputs: list[str]) -> list[Path]:
 def label_wavs(
     graph: str | Path, labels_path: str | Path, inputs: list[str], how_many_labels: int = 3
 ) -> list[Labelled]:
+    if how_many_labels < 1:
+        raise ConfigError(f"how_many_labels must be at least 1, got {how_many_labels}")
     model = ExportedModel.load(graph, labels_path)
     spec, labels = model.spec, model.labels
     batch, found = [], []

@@ -30,6 +30,10 @@ def load_any_wav(path: str | Path, sample_rate: int) -> LoadedWav:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
+    try:  # libsndfile calls an unreadable file a "System error."
+        open(p, "rb").close()
+    except OSError as e:
+        raise DataError(f"{p}: cannot be read ({e.strerror}); check its permissions") from None
     # A recorder's "unknown length" header: read it as the kws reader does (to the end of file).
     fixed = with_known_length(p)
     try:
