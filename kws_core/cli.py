@@ -131,7 +131,7 @@ def cmd_synth_dataset(params: Params, args: argparse.Namespace) -> int:
 
     out = Path(args.output_dir) if args.output_dir else params.layout.data_dir
     t0 = time.perf_counter()
-    raw = make_synthetic(params, out, progress=not args.no_progress)
+    raw = make_synthetic(params, out, progress=not args.no_progress, lock=True)
     verb = "reused" if raw.reused else "generated"
     print(f"{verb} {raw.n_files} clips in {raw.data_dir} ({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from kws_core.config import DEFAULT_NOISE_TYPES, Params
 from kws_core.data.fetch import MARKER_NAME, fetch_dataset, read_marker
 from kws_core.infra.atomic import atomic_write_text
 from kws_core.infra.errors import DataError
+from kws_core.infra.locks import output_lock
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +152,12 @@ def _count_wavs(data_dir: Path) -> int:
     return sum(1 for _ in data_dir.glob("*/*.wav"))
 
 
-def make_synthetic(params: Params, data_dir: Path, progress: bool = True) -> RawDataset:
-    """Generate the synthetic set into data_dir, or reuse it if made with the same recipe."""
-    from kws_core.data.synth import generate_synthetic_dataset
-
+def make_synthetic(
+    params: Params, data_dir: Path, progress: bool = True, lock: bool = False
+) -> RawDataset:
+    """Generate the synthetic set into data_dir, or reuse it if made with the same recipe.
+    `lock`: take data_dir's write lock (and sweep a killed run's temp folder) for the
+    generation; the dataset step holds it already."""
     recipe = _synthetic_recipe(params)
     fix = 'point data_dir elsewhere, or set data_url to "" to use it as it is'
     if _reusable(data_dir, recipe, "data_dir", fix):
@@ -163,6 +167,16 @@ def make_synthetic(params: Params, data_dir: Path, progress: bool = True) -> Raw
         raise DataError(
             f"wanted_words {missing} are not among data.synthetic.synthetic_words; add them there"
         )
+    held = output_lock(data_dir, "synth-dataset") if lock else contextlib.nullcontext()
+    with held:
+        _generate(params, data_dir, recipe, progress)
+        count = _write_marker(data_dir, recipe)
+    return RawDataset(data_dir, SYNTHETIC, False, count)
+
+
+def _generate(params: Params, data_dir: Path, recipe: dict, progress: bool) -> None:
+    from kws_core.data.synth import generate_synthetic_dataset
+
     s = params.data.synthetic
     generate_synthetic_dataset(
         data_dir,
@@ -180,7 +194,6 @@ def make_synthetic(params: Params, data_dir: Path, progress: bool = True) -> Raw
         dialects=training_dialects(params),
         noise_names=s.noise_type_list,
     )
-    return RawDataset(data_dir, SYNTHETIC, False, _write_marker(data_dir, recipe))
 
 
 def prepare_dataset(params: Params, progress: bool = True) -> RawDataset:

@@ -104,6 +104,17 @@ def test_synthesis_killed_midway_leaves_no_data_set_then_completes_identically(t
     }
 
 
+def test_synth_dataset_verb_sweeps_a_killed_runs_temp_folder(tmp_path):
+    """`kws synth-dataset` (no dataset stage lock around it) used to leave it forever."""
+    synth = {"speakers": 2, "synthetic_words": "yes no cat", "noise_duration_s": 1}
+    synth |= {"synthetic_workers": 1, "piper_speakers": 0, "heldout_dialects": ""}
+    root = project(tmp_path / "p", data={"data_url": "synthetic", "synthetic": synth})
+    kws(root, "synth-dataset", "--output_dir=out", crash="synth.after_speaker:1")
+    assert leftovers(root) and not (root / "out").exists()
+    kws(root, "synth-dataset", "--output_dir=out")
+    assert leftovers(root) == [] and (root / "out" / "yes").is_dir()
+
+
 # -- download and extraction --------------------------------------------------------------------
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
