@@ -717,22 +717,22 @@ class Params(_Section):
         outputs = {k: v.resolve() for k, v in self.output_folders().items()}
         inputs = {k: v.resolve() for k, v in self.input_folders().items()}
         keys = list(outputs)
-        for i, key in enumerate(keys):
-            out = outputs[key]
-            others = [(k, v, "input") for k, v in inputs.items()]
-            others += [(k, outputs[k], "output") for k in keys[i + 1 :]]
-            for other, path, kind in others:
-                if out == path or out.is_relative_to(path) or path.is_relative_to(out):
-                    where = (
-                        "is"
-                        if out == path
-                        else ("is inside" if out.is_relative_to(path) else "holds")
-                    )
-                    raise ConfigError(
-                        f"{key} ({out}) {where} {other} ({path}), the pipeline's {kind}: a "
-                        "stage would write over or sweep the other's files; give each output "
-                        "a folder of its own, apart from the data"
-                    )
+        pairs = [(k, outputs[k], i, inputs[i], "input") for k in keys for i in inputs]
+        pairs += [
+            (k, outputs[k], o, outputs[o], "output")
+            for n, k in enumerate(keys)
+            for o in keys[n + 1 :]
+        ]  # the data first: that overlap loses the user's files
+        for key, out, other, path, kind in pairs:
+            if out == path or out.is_relative_to(path) or path.is_relative_to(out):
+                where = (
+                    "is" if out == path else ("is inside" if out.is_relative_to(path) else "holds")
+                )
+                raise ConfigError(
+                    f"{key} ({out}) {where} {other} ({path}), the pipeline's {kind}: a "
+                    "stage would write over or sweep the other's files; give each output "
+                    "a folder of its own, apart from the data"
+                )
 
     _root: Path = PrivateAttr(default_factory=lambda: Path("."))
 

@@ -137,8 +137,8 @@ def train_step(
 
     for arch in params.train.architecture_list:  # before the manifest is read
         check_architecture(arch)
-    claim_training_folders(params)
     track = track and _tracking(params, log)  # ... and so is the MLflow store
+    claim_training_folders(params)
     manifest = ensure_manifest(params, "train", progress)
     data_dir = params.layout.data_dir
     with output_lock(params.layout.train_dir, "train"):

@@ -243,7 +243,7 @@ def test_kws_features_prints_the_cache(tiny, tmp_path, capsys):
     capsys.readouterr()
     assert main(["features", "--params", str(f), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    folder = next((tmp_path / "results" / "features").iterdir())
+    folder = next(p for p in (tmp_path / "results" / "features").iterdir() if p.name[0] != ".")
     assert f"feature cache {folder} (built in " in out
     assert " MB (float16)" in out and "clips         training " in out
     assert main(["features", "--params", str(f), "--no-progress"]) == 0

@@ -260,6 +260,10 @@ def validate_manifest(
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.ERROR)
     import great_expectations as gx
+
+    # GX pins this module's logger to INFO: "Created temporary directory ... for ephemeral docs
+    # site" on every run, a stray stderr line around kws's own one-line messages.
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     from great_expectations.checkpoint import Checkpoint, UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kws_core.infra.ownership import MARKER
 from tests.conftest import build_tiny_dataset, with_fast_model
 
 pytestmark = pytest.mark.timeout(900)
@@ -139,9 +140,7 @@ def kill_at_random_points(ctx, stage, settings, outputs, recover, seed) -> dict:
     # The next clean run completes and leaves no temp file or journal behind.
     assert run(ctx, stage, settings[1 - state]) == 0
     folders = {p.parent for p in outputs}
-    left = [
-        q for f in folders for q in f.iterdir() if q.name.startswith(".") and "lock" not in q.name
-    ]
+    left = [q for f in folders for q in f.iterdir() if q.name.startswith(".") and q.name != MARKER]
     assert not left, left
     return {"kills": kills, "committed": committed}
 
