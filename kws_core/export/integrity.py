@@ -9,20 +9,12 @@ fix instead.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from kws_core.data.download import sha256_file
 from kws_core.infra.errors import KwsError
 
 META_NAME = "export.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_digests(folder: Path) -> dict[str, dict]:
@@ -30,7 +22,7 @@ def file_digests(folder: Path) -> dict[str, dict]:
     (export.json itself excepted: it is what carries them)."""
     folder = Path(folder)
     return {
-        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.relative_to(folder).as_posix() != META_NAME
     }
@@ -66,7 +58,7 @@ def verify_files(folder: Path, meta: dict, names: list[str]) -> None:
             raise KwsError(
                 f"export damaged: {rel} is {size:,} bytes, expected {int(want['bytes']):,}; {fix}"
             )
-        if "sha256" in want and _sha256(path) != want["sha256"]:
+        if "sha256" in want and sha256_file(path) != want["sha256"]:
             raise KwsError(
                 f"export damaged: {rel} does not match its checksum in {META_NAME}; {fix}"
             )
