@@ -1,0 +1,175 @@
+"""StreamingSession: hop-by-hop scores equal `score_stream` on the whole stream.
+
+Measured on these streams (noise with a loud tone, untrained exports): the features each window
+is scored on differ from `stream_features` by at most 4.3e-6 (mfcc, logmel) and 1.3e-5
+(embedding, values up to ~4), and the scores by at most 1e-8 (mfcc, logmel) and 1e-5 (the
+default embedding model, whose scores span 0..1). The tolerances below are 1e-4 for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from kws_core.config import load_params
+from kws_core.export.loader import ExportedModel
+from kws_core.export.writer import export_untrained
+from kws_core.features.front_end import stream_features
+from kws_core.infra.errors import KwsError
+from kws_core.streaming.run import score_stream
+from kws_core.streaming.session import StreamingSession
+from tests.conftest import FAST_FLAGS
+
+RATE = 16000
+FEATURE_TOL = 1e-4
+SCORE_TOL = 1e-4
+STRIDE = {"mfcc": 30, "logmel": 30, "embedding": 80}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> Callable[[str], ExportedModel]:
+    """An untrained export per front end (embedding: the default model), built once."""
+    made: dict[str, ExportedModel] = {}
+
+    def get(mode: str) -> ExportedModel:
+        if mode not in made:
+            if mode == "embedding":
+                params = load_params(None)
+            else:
+                params = load_params(None, FAST_FLAGS | {"preprocess": mode})
+            folder = tmp_path_factory.mktemp(mode)
+            made[mode] = ExportedModel.load(export_untrained(folder, params))
+        return made[mode]
+
+    return get
+
+
+def noise(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    audio = (0.05 * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
+    tone = audio[RATE // 2 : RATE * 3 // 2]  # a loud tone from 0.5 s: windows differ a lot
+    tone += 0.5 * np.sin(np.arange(len(tone)) / 5.0).astype(np.float32)
+    return audio
+
+
+def feed(session: StreamingSession, audio: np.ndarray, sizes) -> tuple[np.ndarray, np.ndarray]:
+    """Push `audio` in hops of the given sizes (cycled); (times, scores) of all windows."""
+    out, i, k = [], 0, 0
+    while i < len(audio):
+        n = sizes[k % len(sizes)]
+        out += session.push(audio[i : i + n])
+        i, k = i + n, k + 1
+    labels = len(session.model.labels)
+    scores = np.stack([s for _, s in out]) if out else np.zeros((0, labels), np.float32)
+    return np.array([t for t, _ in out], np.int64), scores
+
+
+def recorded(model: ExportedModel, monkeypatch) -> list[np.ndarray]:
+    """The feature windows the model is given from now on."""
+    seen: list[np.ndarray] = []
+    real = model.scores_from_features
+
+    def spy(features: np.ndarray) -> np.ndarray:
+        seen.append(np.array(features))
+        return real(features)
+
+    monkeypatch.setattr(model, "scores_from_features", spy)
+    return seen
+
+
+def assert_like_score_stream(model, audio, stride_ms, times, scores, seen=None) -> None:
+    """Same window times as `score_stream`, scores within SCORE_TOL; and if `seen` (the
+    feature windows the model was given), those are the whole stream's frames, window by
+    window (the scores of an untrained model hardly move, the features do)."""
+    if seen is not None:
+        frames = stream_features(audio, model.spec)
+        step = round(stride_ms * RATE / 1000) // model.spec.window_stride_samples
+        view = sliding_window_view(frames, model.spec.spectrogram_length, axis=0)[::step]
+        got = np.concatenate(seen)
+        assert len(got) == len(times)
+        want = view[: len(got)].transpose(0, 2, 1)
+        np.testing.assert_allclose(got, want, rtol=0, atol=FEATURE_TOL)
+    want = score_stream(model, audio, stride_ms)
+    np.testing.assert_array_equal(times, want.times_ms)
+    np.testing.assert_allclose(scores, want.scores, rtol=0, atol=SCORE_TOL)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["mfcc", "logmel", "embedding"])
+def test_random_hops_equal_score_stream(exports, mode, monkeypatch):
+    model, stride = exports(mode), STRIDE[mode]
+    audio = noise(6)
+    session = StreamingSession(model, stride)
+    assert session.path == "frames"
+    sizes = [int(n) for n in np.random.default_rng(1).integers(1, 4000, 64)]
+    seen = recorded(model, monkeypatch)
+    times, scores = feed(session, audio, sizes)
+    assert_like_score_stream(model, audio, stride, times, scores, seen)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["mfcc", "embedding"])
+def test_hops_smaller_than_a_front_end_hop(exports, mode, monkeypatch):
+    model, stride = exports(mode), STRIDE[mode]
+    audio = noise(1.5, seed=2)
+    session = StreamingSession(model, stride)
+    seen = recorded(model, monkeypatch)
+    hop = 37 if mode == "mfcc" else 700  # under 160 (mfcc frames), under 1280 (embeddings)
+    times, scores = feed(session, audio, [hop, 0])  # 0: an empty hop changes nothing
+    assert len(times) > 1
+    assert_like_score_stream(model, audio, stride, times, scores, seen)
+
+
+def test_one_hop_spanning_several_windows(exports, monkeypatch):
+    model = exports("mfcc")
+    audio = noise(4, seed=3)
+    session = StreamingSession(model, 30)
+    seen = recorded(model, monkeypatch)
+    first = session.push(audio[: 3 * RATE])
+    assert len(first) == (2 * RATE) // 480 + 1  # every window of the first 3 s at once
+    rest = session.push(audio[3 * RATE :])
+    times = np.array([t for t, _ in first + rest])
+    scores = np.stack([s for _, s in first + rest])
+    assert_like_score_stream(model, audio, 30, times, scores, seen)
+
+
+@pytest.mark.parametrize("mode", ["mfcc", "embedding"])
+def test_reset_starts_a_new_stream(exports, mode, monkeypatch):
+    model, stride = exports(mode), STRIDE[mode]
+    a, b = noise(3, seed=4), noise(2.5, seed=5)
+    session = StreamingSession(model, stride)
+    assert session.push(a[: 2 * RATE + 123])  # part-way through a frame and a window
+    session.reset()
+    assert session.state.samples_seen == 0
+    seen = recorded(model, monkeypatch)
+    times, scores = feed(session, b, [1000])
+    assert_like_score_stream(model, b, stride, times, scores, seen)
+
+
+def test_pcm_path_when_the_stride_is_not_whole_frames(exports):
+    model = exports("mfcc")
+    audio = noise(3, seed=6)
+    session = StreamingSession(model, 25)  # 400 samples: not a whole number of 160-sample hops
+    assert session.path == "pcm"
+    times, scores = feed(session, audio, [999, 3000, 1])
+    assert_like_score_stream(model, audio, 25, times, scores)
+    assert len(session.state.pending) < model.spec.desired_samples + 3000  # the tail only
+
+
+def test_bad_input_is_one_line(exports):
+    model = exports("mfcc")
+    session = StreamingSession(model, 30)
+    for bad, words in (
+        (np.zeros((2, 100), np.float32), "mono 1-D"),
+        (np.array([0.0, np.nan], np.float32), "NaN"),
+        (np.array([np.inf], np.float32), "infinite"),
+    ):
+        with pytest.raises(KwsError, match=words) as e:
+            session.push(bad)
+        assert "\n" not in str(e.value)
+    assert session.state.samples_seen == 0  # a refused hop is not taken
+    with pytest.raises(KwsError, match="under one sample"):
+        StreamingSession(model, 0.01)
