@@ -67,16 +67,16 @@ def feed(session: StreamingSession, audio: np.ndarray, sizes) -> tuple[np.ndarra
     return np.array([t for t, _ in out], np.int64), scores
 
 
-def recorded(model: ExportedModel, monkeypatch) -> list[np.ndarray]:
-    """The feature windows the model is given from now on."""
+def recorded(session: StreamingSession, monkeypatch) -> list[np.ndarray]:
+    """The feature windows the session gives the model from now on."""
     seen: list[np.ndarray] = []
-    real = model.scores_from_features
+    real = session._head
 
     def spy(features: np.ndarray) -> np.ndarray:
         seen.append(np.array(features))
         return real(features)
 
-    monkeypatch.setattr(model, "scores_from_features", spy)
+    monkeypatch.setattr(session, "_head", spy)
     return seen
 
 
@@ -105,7 +105,7 @@ def test_random_hops_equal_score_stream(exports, mode, monkeypatch):
     session = StreamingSession(model, stride)
     assert session.path == "frames"
     sizes = [int(n) for n in np.random.default_rng(1).integers(1, 4000, 64)]
-    seen = recorded(model, monkeypatch)
+    seen = recorded(session, monkeypatch)
     times, scores = feed(session, audio, sizes)
     assert_like_score_stream(model, audio, stride, times, scores, seen)
 
@@ -116,7 +116,7 @@ def test_hops_smaller_than_a_front_end_hop(exports, mode, monkeypatch):
     model, stride = exports(mode), STRIDE[mode]
     audio = noise(1.5, seed=2)
     session = StreamingSession(model, stride)
-    seen = recorded(model, monkeypatch)
+    seen = recorded(session, monkeypatch)
     hop = 37 if mode == "mfcc" else 700  # under 160 (mfcc frames), under 1280 (embeddings)
     times, scores = feed(session, audio, [hop, 0])  # 0: an empty hop changes nothing
     assert len(times) > 1
@@ -127,7 +127,7 @@ def test_one_hop_spanning_several_windows(exports, monkeypatch):
     model = exports("mfcc")
     audio = noise(4, seed=3)
     session = StreamingSession(model, 30)
-    seen = recorded(model, monkeypatch)
+    seen = recorded(session, monkeypatch)
     first = session.push(audio[: 3 * RATE])
     assert len(first) == (2 * RATE) // 480 + 1  # every window of the first 3 s at once
     rest = session.push(audio[3 * RATE :])
@@ -144,7 +144,7 @@ def test_reset_starts_a_new_stream(exports, mode, monkeypatch):
     assert session.push(a[: 2 * RATE + 123])  # part-way through a frame and a window
     session.reset()
     assert session.state.samples_seen == 0
-    seen = recorded(model, monkeypatch)
+    seen = recorded(session, monkeypatch)
     times, scores = feed(session, b, [1000])
     assert_like_score_stream(model, b, stride, times, scores, seen)
 

@@ -13,13 +13,16 @@ Two paths, chosen once at construction (`StreamingSession.path`):
   (NumPy, the front end's own constant matrices); for the embedding front end the samples give
   new 10 ms mel frames and the mel frames give only the new embeddings (the pre-trained network,
   one call a hop). The state keeps the samples the next frame needs, the mel frames the next
-  embedding needs and the feature frames of the windows not yet scored.
+  embedding needs and the feature frames of the windows not yet scored. The embedding network
+  and the model (a SavedModel's `features` signature) run as float TFLite conversions made
+  when the session starts, one window a call: an interpreter call costs ~0.05-0.5 ms where an
+  eager TensorFlow call costs ~1 ms (bench/stream_session.py).
 * ``"pcm"``: anything else (`micro`, which carries state across frames; TFLite exports that take
   PCM; a stride that is not whole hops): each window is scored from its samples with
   `ExportedModel.scores`, as `score_stream` does then; the state keeps the last window's samples.
 
 The scores equal `score_stream` on the whole stream up to float noise: the NumPy front end
-(float64, then float32) and TensorFlow's float32 ops differ in the last bits
+(float64, then float32), TFLite's kernels and TensorFlow's float32 ops differ in the last bits
 (tests/test_stream_session.py states the measured bound). Offline evaluation
 (`kws test-streaming-accuracy`, `kws stream-eval`) stays on `score_stream`, which batches
 hundreds of windows per model call and so is faster on a file.
@@ -70,13 +73,12 @@ class _Framer:
             from kws_core.features import speech_embedding as se
 
             w = se.onnx_weights(se.MEL_FILE)
-            real, imag = w["0.stft.conv_real.weight"], w["0.stft.conv_imag.weight"]
-            self.bins = real.shape[0]
-            # the mel graph's STFT convolution as one matmul: [512, 2 * 257]
-            self.kernel = np.concatenate([real, imag], axis=0)[:, 0, :].T.astype(np.float64)
+            # The mel graph's STFT convolution is a windowed DFT: its DC row is the window.
+            # (An FFT, not a [512, 514] matmul: BLAS threads cost ~2 ms a call on a busy machine.)
+            self.mel_window = np.asarray(w["0.stft.conv_real.weight"][0, 0], np.float64)
             self.mel_w = np.asarray(w["1.melW"], np.float64)
             self.hop_frames = spec.window_stride_samples // se.MEL_HOP
-            self.embed = _embedder(spec.embedding_finetune_layers)
+            self.embed = _OneAtATime(_embedder_tflite(spec.embedding_finetune_layers))
             return
         self.window = fe.periodic_hann(spec.window_size_samples)
         if mode == "mfcc":
@@ -103,10 +105,40 @@ class _Framer:
         """[n, 512] samples in [-1, 1] -> [n, 32] mel frames in dB (the embedding's mel graph)."""
         from kws_core.features import speech_embedding as se
 
-        z = (frames.astype(np.float64) * se.PCM_SCALE) @ self.kernel
-        power = z[:, : self.bins] ** 2 + z[:, self.bins :] ** 2
-        mel = power @ self.mel_w
+        spectrum = np.fft.rfft(frames.astype(np.float64) * (se.PCM_SCALE * self.mel_window))
+        mel = (spectrum.real**2 + spectrum.imag**2) @ self.mel_w
         return ((10.0 / np.log(10.0)) * np.log(np.maximum(mel, se.POWER_FLOOR))).astype(np.float32)
+
+
+class _OneAtATime:
+    """A TFLite model called one example at a time (batch 1: no re-allocation per hop)."""
+
+    def __init__(self, content: bytes) -> None:
+        from kws_core.export.loader import tflite_interpreter
+
+        self.interp = tflite_interpreter(model_content=content)
+        self.inp = self.interp.get_input_details()[0]["index"]
+        self.out = self.interp.get_output_details()[0]["index"]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        rows = []
+        for row in np.asarray(x, np.float32):
+            self.interp.set_tensor(self.inp, row[None])
+            self.interp.invoke()
+            rows.append(self.interp.get_tensor(self.out)[0].copy())
+        return np.stack(rows)
+
+
+@functools.lru_cache(maxsize=4)
+def _embedder_tflite(top_layers: int) -> bytes:
+    """`_embedder` as a float TFLite model (an interpreter call is ~3x cheaper than eager TF)."""
+    import tensorflow as tf
+
+    from kws_core.export.writer import _quiet_converter
+
+    with _quiet_converter():
+        fn = _embedder(top_layers).get_concrete_function()
+        return tf.lite.TFLiteConverter.from_concrete_functions([fn]).convert()
 
 
 @functools.lru_cache(maxsize=4)
@@ -153,6 +185,11 @@ class StreamingSession:
         self.path = "frames" if from_features else "pcm"
         self.hop = spec.window_stride_samples
         self._framer = _Framer(spec) if from_features else None
+        self._head = model.scores_from_features
+        if from_features:
+            content = model.features_tflite()  # None: a TFLite export is one already
+            if content is not None:
+                self._head = _OneAtATime(content)
         self.state = SessionState()
         self.reset()
 
@@ -215,7 +252,7 @@ class StreamingSession:
                 s.pending_start += n * se.MEL_HOP
             windows, k = _take_windows(s.mel, se.WINDOW_FRAMES, f.hop_frames)
             if k:
-                new = f.embed(np.ascontiguousarray(windows.transpose(0, 2, 1))).numpy()
+                new = f.embed(windows.transpose(0, 2, 1))
                 s.frames = np.concatenate([s.frames, new])
                 s.mel = s.mel[k * f.hop_frames :]
                 s.mel_start += k * f.hop_frames
@@ -237,7 +274,7 @@ class StreamingSession:
         lo = s.next_window * step - s.frames_start
         hi = (ready - 1) * step - s.frames_start + length
         view = sliding_window_view(s.frames[lo:hi], length, axis=0)[::step].transpose(0, 2, 1)
-        scores = self.model.scores_from_features(np.ascontiguousarray(view))
+        scores = self._head(np.ascontiguousarray(view))
         cut = min(ready * step - s.frames_start, len(s.frames))
         s.frames = s.frames[cut:]
         s.frames_start += cut
