@@ -173,3 +173,39 @@ def test_bad_input_is_one_line(exports):
     assert session.state.samples_seen == 0  # a refused hop is not taken
     with pytest.raises(KwsError, match="under one sample"):
         StreamingSession(model, 0.01)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small trained export (mfcc): its SavedModel and float TFLite model (PCM in)."""
+    from kws_core.data.manifest import build_manifest
+    from kws_core.export.writer import export_model
+    from kws_core.training.loop import train
+    from tests.conftest import build_tiny_dataset
+    from tests.test_train import params_for
+
+    root = tmp_path_factory.mktemp("session")
+    data = build_tiny_dataset(root / "data", ["yes", "no", "cat"], 40)
+    p = params_for(root, how_many_training_steps="6,2", output_file=str(root / "export"))
+    manifest = build_manifest(p.data, data, progress=False).manifest
+    train(p, manifest, data, progress=False, log=lambda _m: None, track=False)
+    return export_model(p, "best", manifest=manifest)
+
+
+@pytest.mark.timeout(300)
+def test_trained_savedmodel_and_tflite_exports(trained, monkeypatch):
+    audio = noise(4, seed=7)
+    saved = ExportedModel.load(trained.saved_model)
+    session = StreamingSession(saved, 30)
+    assert session.path == "frames"
+    seen = recorded(session, monkeypatch)
+    times, scores = feed(session, audio, [480, 2000, 77])
+    assert_like_score_stream(saved, audio, 30, times, scores, seen)
+    assert np.ptp(scores) > 0.01  # a trained model's scores move with the tone
+    # A TFLite export that takes PCM: windows are scored from their samples.
+    tfl = ExportedModel.load(trained.tflite_float)
+    assert tfl.features_tflite() is None
+    session = StreamingSession(tfl, 30)
+    assert session.path == "pcm"
+    times, scores = feed(session, audio, [480, 2000, 77])
+    assert_like_score_stream(tfl, audio, 30, times, scores)
