@@ -210,3 +210,17 @@ def test_trained_savedmodel_and_tflite_exports(trained, monkeypatch):
     assert session.path == "pcm"
     times, scores = feed(session, audio, [480, 2000, 77])
     assert_like_score_stream(tfl, audio, 30, times, scores)
+
+
+def test_sessions_keep_their_own_state(exports):
+    """Two clients of one model, hops interleaved: each gets its own stream's scores."""
+    model = exports("embedding")
+    a, b = noise(3, seed=8), noise(3.2, seed=9)
+    one, two = StreamingSession(model, 80), StreamingSession(model, 80)
+    got: dict[int, list] = {0: [], 1: []}
+    for i in range(0, len(b), 1000):
+        got[0] += one.push(a[i : i + 1000])
+        got[1] += two.push(b[i : i + 1000])
+    for audio, out in ((a, got[0]), (b, got[1])):
+        times = np.array([t for t, _ in out])
+        assert_like_score_stream(model, audio, 80, times, np.stack([s for _, s in out]))

@@ -63,6 +63,7 @@ class ExportedModel:
     _input: dict | None = None
     _from_features: object = None
     _saved: object = None  # the loaded SavedModel: its signatures use its variables
+    _features_tflite: bytes | None = None  # features_tflite(), converted once
 
     @property
     def takes_features(self) -> bool:
@@ -215,16 +216,18 @@ class ExportedModel:
         eager call. None for TFLite exports and SavedModels without the signature."""
         if self._from_features is None or self._saved is None:
             return None
-        import tensorflow as tf
+        if self._features_tflite is None:  # once per model: a server opens many sessions
+            import tensorflow as tf
 
-        from kws_core.export.writer import _quiet_converter
+            from kws_core.export.writer import _quiet_converter
 
-        with _quiet_converter():
-            conv = tf.lite.TFLiteConverter.from_concrete_functions(
-                [self._from_features], trackable_obj=self._saved
-            )
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            return conv.convert()
+            with _quiet_converter():
+                conv = tf.lite.TFLiteConverter.from_concrete_functions(
+                    [self._from_features], trackable_obj=self._saved
+                )
+                conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+                self._features_tflite = conv.convert()
+        return self._features_tflite
 
     def _normalize(self, features: np.ndarray) -> np.ndarray:
         norm = self.meta["normalization"]
