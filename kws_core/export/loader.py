@@ -21,7 +21,7 @@ from kws_core.data.labels import read_labels
 from kws_core.export.integrity import META_NAME, verify_files
 from kws_core.features.front_end import FeatureSpec
 from kws_core.infra.errors import KwsError
-from kws_core.infra.tf_import import XNNPACK_BANNER, native_stderr_without
+from kws_core.infra.tf_import import XNNPACK_BANNER, native_stderr_without, quiet_converter
 
 EXPORT_META = META_NAME
 FEATURES_SIGNATURE = "features"  # SavedModel signature: un-normalised features in
@@ -219,9 +219,7 @@ class ExportedModel:
         if self._features_tflite is None:  # once per model: a server opens many sessions
             import tensorflow as tf
 
-            from kws_core.export.writer import _quiet_converter
-
-            with _quiet_converter():
+            with quiet_converter():
                 conv = tf.lite.TFLiteConverter.from_concrete_functions(
                     [self._from_features], trackable_obj=self._saved
                 )

@@ -134,9 +134,9 @@ def _embedder_tflite(top_layers: int) -> bytes:
     """`_embedder` as a float TFLite model (an interpreter call is ~3x cheaper than eager TF)."""
     import tensorflow as tf
 
-    from kws_core.export.writer import _quiet_converter
+    from kws_core.infra.tf_import import quiet_converter
 
-    with _quiet_converter():
+    with quiet_converter():
         fn = _embedder(top_layers).get_concrete_function()
         return tf.lite.TFLiteConverter.from_concrete_functions([fn]).convert()
 
