@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/profile_ops.py --batches 30
 	$(BIN)/python bench/train_speed.py --repeats 3
 	$(BIN)/python bench/export_latency.py --archs low_latency_conv --runs 300 --stream_s 120
+	$(BIN)/python bench/stream_session.py --stream_s 90
 	$(BIN)/python bench/scaling.py --scales 1,3,10
 	$(BIN)/python bench/soak.py --hours 2
 	$(BIN)/pip install -q -c constraints.txt -e ".[$(EXTRA),bench]"

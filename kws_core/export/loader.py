@@ -21,7 +21,7 @@ from kws_core.data.labels import read_labels
 from kws_core.export.integrity import META_NAME, verify_files
 from kws_core.features.front_end import FeatureSpec
 from kws_core.infra.errors import KwsError
-from kws_core.infra.tf_import import XNNPACK_BANNER, native_stderr_without
+from kws_core.infra.tf_import import XNNPACK_BANNER, native_stderr_without, quiet_converter
 
 EXPORT_META = META_NAME
 FEATURES_SIGNATURE = "features"  # SavedModel signature: un-normalised features in
@@ -62,6 +62,8 @@ class ExportedModel:
     _run: object = None
     _input: dict | None = None
     _from_features: object = None
+    _saved: object = None  # the loaded SavedModel: its signatures use its variables
+    _features_tflite: bytes | None = None  # features_tflite(), converted once
 
     @property
     def takes_features(self) -> bool:
@@ -139,7 +141,8 @@ class ExportedModel:
 
         folder = self.path if (self.path / "saved_model.pb").exists() else self.path / "saved_model"
         try:
-            signatures = tf.saved_model.load(str(folder)).signatures
+            self._saved = tf.saved_model.load(str(folder))
+            signatures = self._saved.signatures
             fn = signatures["serving_default"]
         except (OSError, ValueError, KeyError, IndexError, tf.errors.OpError) as e:
             # IndexError: a truncated variables file in an export that predates checksums
@@ -206,6 +209,23 @@ class ExportedModel:
         if not self.takes_features:
             raise KwsError(f"{self.path}: this model takes PCM only; re-run `kws freeze`")
         return self._model_scores(self._normalize(features))
+
+    def features_tflite(self) -> bytes | None:
+        """The SavedModel's `features` signature as a float TFLite model (batch 1), for callers
+        that score one window at a time: an interpreter call costs a fraction of TensorFlow's
+        eager call. None for TFLite exports and SavedModels without the signature."""
+        if self._from_features is None or self._saved is None:
+            return None
+        if self._features_tflite is None:  # once per model: a server opens many sessions
+            import tensorflow as tf
+
+            with quiet_converter():
+                conv = tf.lite.TFLiteConverter.from_concrete_functions(
+                    [self._from_features], trackable_obj=self._saved
+                )
+                conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+                self._features_tflite = conv.convert()
+        return self._features_tflite
 
     def _normalize(self, features: np.ndarray) -> np.ndarray:
         norm = self.meta["normalization"]

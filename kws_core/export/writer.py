@@ -21,13 +21,7 @@ Micro frontend for `preprocess: micro`); the int8 model is then full-integer: in
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import os
-import sys
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +36,7 @@ from kws_core.export.loader import EXPORT_META, FEATURES_SIGNATURE
 from kws_core.features.front_end import FeatureSpec, compute_features
 from kws_core.infra.atomic import atomic_dir
 from kws_core.infra.errors import ConfigError
+from kws_core.infra.tf_import import quiet_converter as _quiet_converter
 from kws_core.training.evaluate import load_model
 from kws_core.training.models.normalization import split
 
@@ -252,35 +247,6 @@ class ExportGraphs:
             debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=front_end),
         )
         return debugger.get_nondebug_quantized_model()
-
-
-@contextlib.contextmanager
-def _quiet_converter():
-    """Hold back the converter's chatter (deprecation notices from Python, absl and C++, all on
-    stderr) while exporting; it is shown only if the export fails."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as held:
-        os.dup2(held.fileno(), 2)
-        absl = logging.getLogger("absl")
-        level = absl.level
-        absl.setLevel(logging.ERROR)
-        failed = False
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            absl.setLevel(level)
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if failed:
-                held.seek(0)
-                sys.stderr.write(held.read().decode(errors="replace")[-4000:])
 
 
 def _calibration_audio(params, labels, spec, manifest, progress) -> np.ndarray:

@@ -11,9 +11,11 @@ else written meanwhile is kept.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,3 +47,32 @@ def import_tensorflow_quietly() -> None:
         return
     with native_stderr_without(BANNERS):
         import tensorflow  # noqa: F401
+
+
+@contextmanager
+def quiet_converter() -> Iterator[None]:
+    """Hold back the converter's chatter (deprecation notices from Python, absl and C++, all on
+    stderr) while exporting; it is shown only if the export fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        absl = logging.getLogger("absl")
+        level = absl.level
+        absl.setLevel(logging.ERROR)
+        failed = False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            absl.setLevel(level)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace")[-4000:])

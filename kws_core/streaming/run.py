@@ -9,7 +9,9 @@ a SavedModel scores hundreds of windows per call; TFLite models (batch 1 on devi
 one window per interpreter call by `ExportedModel`.
 
 `BlockScorer` / `score_stream_blocks` give the same scores for a stream that arrives in blocks
-(hours of audio, a microphone), holding only the tail the next windows need.
+(hours of audio, a file read in pieces), holding only the tail the next windows need. Its
+front-end batches make it seconds late on a live microphone: that is
+`kws_core.streaming.session.StreamingSession`'s job (one hop late, equal up to float noise).
 """
 
 from __future__ import annotations
