@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import subprocess
@@ -215,16 +216,21 @@ def test_foreign_origins_are_refused(server):
             client(server, origin=origin)
     with pytest.raises(InvalidStatus, match="403"):  # no Origin at all: not the page
         connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=10)
-    with client(server, origin=f"http://localhost:{server.port}") as ws:
+    with pytest.raises(InvalidStatus, match="403"):  # a page of the other loopback name
+        client(server, origin=f"http://localhost:{server.port}")
+    # the page opened as http://localhost:<port> is its own origin too
+    local = f"http://localhost:{server.port}"
+    with connect(f"ws://localhost:{server.port}/ws", origin=local, open_timeout=10) as ws:
         assert recv(ws, "hello")["type"] == "hello"
 
 
 def test_many_clients_at_once_are_served_or_refused_cleanly(server):
     opened, refused, errors = [], [], []
+    stack = contextlib.ExitStack()  # every socket closed at the end, whatever happened
 
     def one():
         try:
-            ws = client(server)
+            ws = stack.enter_context(client(server))
             first = json.loads(ws.recv(timeout=20))
             (opened if first["type"] == "hello" else refused).append((ws, first))
         except Exception as e:  # noqa: BLE001 - collected and asserted on below
@@ -253,6 +259,7 @@ def test_many_clients_at_once_are_served_or_refused_cleanly(server):
     while server.app.state.active["n"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.app.state.active["n"] == 0
+    stack.close()
     out = stream_through(server, tone_stream(2))
     assert len(out["windows"]) == 34
 

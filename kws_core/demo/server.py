@@ -16,6 +16,7 @@ Protocol (all on `/ws`; the page's own origin only):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -455,6 +456,11 @@ def create_app(cfg: DemoConfig):
         await refuse(f"unknown control message type {kind!r}; use start, settings, stop or ping")
         return None
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        executor.shutdown(wait=False, cancel_futures=True)
+
     app = Starlette(
         routes=[
             Route("/", page),
@@ -462,7 +468,7 @@ def create_app(cfg: DemoConfig):
             Route("/api/model", api_model),
             WebSocketRoute("/ws", ws_endpoint),
         ],
-        on_shutdown=[lambda: executor.shutdown(wait=False, cancel_futures=True)],
+        lifespan=lifespan,
     )
     app.state.active = active
     return app
