@@ -40,7 +40,10 @@ function onMessage(msg) {
   if (msg.type === "hello") return onHello(msg);
   if (msg.type === "results") return onResults(msg);
   if (msg.type === "error") return showError(msg.message);
-  if (msg.type === "settings") return fillSettings(msg.settings);
+  if (msg.type === "settings") {
+    $("error").hidden = true; // the settings were taken: an earlier complaint no longer holds
+    return fillSettings(msg.settings);
+  }
   if (msg.type === "started") return setStatus(`live: ${state.source}`, "live");
   if (msg.type === "stopped") return setStatus("connected", "idle");
 }
@@ -181,6 +184,7 @@ function stopSource(tell) {
   if (state.stopSource) state.stopSource();
   state.stopSource = null;
   $("stop").disabled = true;
+  if (state.hello && state.ws && state.ws.readyState === WebSocket.OPEN) $("mic").disabled = false;
   if (tell && state.ws && state.ws.readyState === WebSocket.OPEN && state.source) {
     state.ws.send(JSON.stringify({ type: "stop" }));
   }
@@ -198,6 +202,7 @@ async function startMic() {
       processorOptions: { targetRate: state.rate, chunkSamples: Math.round((state.rate * CHUNK_MS) / 1000) },
     });
     begin("microphone");
+    $("mic").disabled = true;
     node.port.onmessage = (ev) => sendPcm(ev.data);
     ctx.createMediaStreamSource(stream).connect(node);
     state.stopSource = () => {
