@@ -158,7 +158,9 @@ def test_a_stream_through_the_socket_gives_results_in_real_time(server):
     assert all(len(w["scores"]) == len(server.cfg.model.labels) for w in out["windows"])
     assert out["spectrogram"] >= 295  # a column every 10 ms
     # loopback, 2 shared cores: a result within a few hundred ms of its last chunk
-    assert np.median(out["latency_ms"]) < 300, out["latency_ms"]
+    median = np.median(out["latency_ms"])
+    print(f"\nloopback: median {median:.1f} ms from a 40 ms chunk sent to its results back")
+    assert median < 300, out["latency_ms"]
 
 
 def test_settings_change_the_running_decoder(server):
@@ -193,6 +195,12 @@ def test_malformed_frames_get_errors_and_the_connection_survives(server):
         assert "resample" in recv(ws, "error")["message"]
         ws.send(frame(np.zeros(640), 1))  # still served
         assert recv(ws, "results")["seq"] == 1
+    with client(server) as ws:  # past uvicorn's 1 MiB cap the socket itself is closed
+        recv(ws, "hello")
+        ws.send(b"KWS1" + bytes(2 << 20))
+        with pytest.raises(ConnectionClosed) as closed:
+            recv(ws, "never")
+        assert closed.value.rcvd.code == 1009
 
 
 def test_audio_faster_than_real_time_is_refused_with_a_reason(server):
