@@ -420,13 +420,22 @@ def cmd_demo(params: Params, args: argparse.Namespace) -> int:
     from kws_core.export.loader import ExportedModel
 
     graph = Path(args.graph) if args.graph else params.layout.export_dir / "saved_model"
+    if not args.graph and not graph.exists():
+        raise KwsError(
+            f"no export at {graph} (export.output_file): run `kws freeze` (or `make run`) "
+            "first, or pass --graph MODEL"
+        )
     model = ExportedModel.load(graph)  # a bad path is one line, before anything listens
     server = DemoServer(model, params.stream, args.host, args.port, args.max_clients)
     print(
         f"model        {graph} ({model.meta.get('architecture', '?')}, {len(model.labels)} labels)"
     )
     print(f"kws demo on  {server.url}  (Ctrl-C stops it)", flush=True)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown: the usual stop
+        pass
+    print("kws demo stopped")
     return 0
 
 

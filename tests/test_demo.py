@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import struct
 import subprocess
 import sys
@@ -19,7 +20,13 @@ from websockets.sync.client import connect
 
 from kws_core.config import StreamConfig
 from kws_core.data.manifest import build_manifest
-from kws_core.demo.server import DemoServer, LiveScorer, checked_settings
+from kws_core.demo.server import (
+    DemoConfig,
+    DemoServer,
+    LiveScorer,
+    checked_settings,
+    origin_allowed,
+)
 from kws_core.export.loader import ExportedModel
 from kws_core.export.writer import export_model
 from kws_core.infra.errors import ConfigError, KwsError
@@ -283,6 +290,57 @@ def test_cli_bad_model_path_is_one_line_before_serving(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "kws demo: error: --graph" in proc.stderr and "no such model" in proc.stderr
+    params = tmp_path / "params.yaml"
+    params.write_text(f"export:\n  output_file: {tmp_path / 'none'}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kws_core.cli", "demo", "--params", str(params)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "no export at" in proc.stderr and "kws freeze" in proc.stderr
+
+
+def test_origin_rules_by_bind_address(model):
+    def allowed(bound: str, origin: str | None, host: str) -> bool:
+        return origin_allowed(origin, host, DemoConfig(model, StreamConfig(), bound, 8000))
+
+    assert allowed("127.0.0.1", "http://127.0.0.1:8000", "127.0.0.1:8000")
+    assert allowed("127.0.0.1", "http://localhost:8000", "localhost:8000")
+    assert not allowed("127.0.0.1", "http://127.0.0.1:8001", "127.0.0.1:8001")  # another port
+    assert not allowed("127.0.0.1", "https://127.0.0.1:8000", "127.0.0.1:8000")
+    # DNS rebinding: the attacker's name resolving to us, Origin and Host agree
+    assert not allowed("127.0.0.1", "http://evil.example:8000", "evil.example:8000")
+    assert not allowed("0.0.0.0", "http://evil.example:8000", "evil.example:8000")
+    assert allowed("0.0.0.0", "http://192.168.1.5:8000", "192.168.1.5:8000")
+    assert not allowed("0.0.0.0", "http://evil.example:8000", "192.168.1.5:8000")
+    assert allowed("myhost.lan", "http://myhost.lan:8000", "myhost.lan:8000")
+    assert not allowed("127.0.0.1", None, "127.0.0.1:8000")
+
+
+def test_cli_serves_the_page_and_stops_on_ctrl_c(model):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kws_core.cli", "demo", "--graph", str(model.path), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("model ") and "low_latency_conv" in lines[0], lines
+        url = lines[1].split()[3]
+        assert url.startswith("http://127.0.0.1:"), lines
+        with urllib.request.urlopen(url + "/api/model", timeout=10) as r:
+            assert json.loads(r.read())["path"] == str(model.path)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert "Traceback" not in proc.stderr.read()
+        assert "kws demo stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_taken_port_is_a_one_line_error(server, model):

@@ -476,12 +476,13 @@ def create_app(cfg: DemoConfig):
 
 # ------------------------------------------------------------------ serving
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening-ready socket, or a one-line KwsError (port taken, unknown host)."""
+    """A listening socket, or a one-line KwsError (port taken, unknown host)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(128)  # connections queue from now on: the printed URL works at once
     except (OSError, OverflowError) as e:
         sock.close()
         why = getattr(e, "strerror", None) or str(e)
