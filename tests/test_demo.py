@@ -154,6 +154,10 @@ def test_page_and_model_info_are_served(server):
     with urllib.request.urlopen(server.url + "/api/model") as r:
         info = json.loads(r.read())
     assert info["labels"] == server.cfg.model.labels and info["architecture"]
+    for path in ("/", "/api/model"):  # DNS rebinding: a foreign name for this server
+        req = urllib.request.Request(server.url + path, headers={"Host": "evil.example"})
+        with pytest.raises(urllib.error.HTTPError, match="421"):
+            urllib.request.urlopen(req)
 
 
 def test_a_stream_through_the_socket_gives_results_in_real_time(server):

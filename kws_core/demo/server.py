@@ -241,15 +241,17 @@ class _EndConnection(Exception):
     """Raised to end one connection (after it was told why) without touching the others."""
 
 
-def origin_allowed(origin: str | None, host_header: str | None, cfg: DemoConfig) -> bool:
-    """Whether a WebSocket comes from the page itself: its Origin is http://<Host> and that
-    Host names this server (a loopback name on a loopback bind, the bound host, or an IP
-    literal on a wildcard bind). A foreign page (or DNS rebinding: a name the attacker
-    controls) is refused, so no other site can drive the microphone stream."""
-    if not origin or not host_header or origin != f"http://{host_header}":
+def host_allowed(host_header: str | None, cfg: DemoConfig) -> bool:
+    """Whether a request's Host names this server: a loopback name on a loopback bind, the
+    bound host, or an IP literal on a wildcard bind. Refuses DNS rebinding (a name the
+    attacker controls, resolved to this machine)."""
+    if not host_header:
         return False
-    parts = urlsplit(origin)
-    name, port = parts.hostname or "", parts.port
+    parts = urlsplit(f"http://{host_header}")
+    try:
+        name, port = parts.hostname or "", parts.port
+    except ValueError:  # a malformed port
+        return False
     if port != cfg.port:
         return False
     if cfg.host in LOOPBACK:
@@ -261,6 +263,14 @@ def origin_allowed(origin: str | None, host_header: str | None, cfg: DemoConfig)
         except OSError:
             return name in LOOPBACK
     return name == cfg.host
+
+
+def origin_allowed(origin: str | None, host_header: str | None, cfg: DemoConfig) -> bool:
+    """Whether a WebSocket comes from the page itself: its Origin is http://<Host> and that
+    Host names this server (`host_allowed`), so no other site can drive the stream."""
+    if not origin or origin != f"http://{host_header}":
+        return False
+    return host_allowed(host_header, cfg)
 
 
 def model_info(model: ExportedModel) -> dict[str, Any]:
@@ -298,6 +308,8 @@ def create_app(cfg: DemoConfig):
         }
 
     async def page(request) -> Response:
+        if not host_allowed(request.headers.get("host"), cfg):
+            return Response(f"open http://{cfg.host}:{cfg.port}/ instead", status_code=421)
         name = request.path_params.get("name", "index.html")
         if name not in STATIC_FILES:
             return Response("not found", status_code=404)
@@ -306,6 +318,8 @@ def create_app(cfg: DemoConfig):
         return Response(body, media_type=media, headers=security_headers(request.url.netloc))
 
     async def api_model(request) -> Response:
+        if not host_allowed(request.headers.get("host"), cfg):
+            return Response(f"open http://{cfg.host}:{cfg.port}/ instead", status_code=421)
         return JSONResponse(model_info(cfg.model))
 
     async def ws_endpoint(ws: WebSocket) -> None:
