@@ -115,7 +115,10 @@ def stream_through(srv: DemoServer, pcm: np.ndarray, chunk_ms: int = 40) -> dict
 
 
 # ------------------------------------------------------------------ scoring
-def test_live_scorer_equals_offline_scoring(model):
+@pytest.mark.parametrize("kind", ["saved_model", "model_float.tflite"])
+def test_live_scorer_equals_offline_scoring(model, kind):
+    if kind != "saved_model":
+        model = ExportedModel.load(model.path.parent / kind)
     pcm = tone_stream(3)
     offline = score_stream(model, pcm, 30)
     live = LiveScorer(model, 30)

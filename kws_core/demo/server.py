@@ -93,7 +93,11 @@ class LiveScorer:
         if starts:
             lo = self._buf_start
             clips = np.stack([self._buf[s - lo : s - lo + self.window] for s in starts])
-            scores = self.model.scores(clips)
+            if self.model.path.suffix == ".tflite":
+                # one clip a call, as on a device: a changing batch would re-plan the interpreter
+                scores = np.concatenate([self.model.scores(c[None]) for c in clips])
+            else:
+                scores = self.model.scores(clips)
             out = [
                 ((s + self.window // 2) * 1000 // self.rate, scores[i])
                 for i, s in enumerate(starts)
