@@ -24,6 +24,7 @@ from kws_core.demo.server import (
     DemoConfig,
     DemoServer,
     LiveScorer,
+    Session,
     checked_settings,
     origin_allowed,
 )
@@ -284,6 +285,24 @@ def test_many_clients_at_once_are_served_or_refused_cleanly(server):
     stack.close()
     out = stream_through(server, tone_stream(2))
     assert len(out["windows"]) == 34
+
+
+def test_a_failing_model_call_ends_that_stream_only(server, monkeypatch):
+    def boom(self, pcm, seq):
+        raise RuntimeError("model exploded")
+
+    with monkeypatch.context() as m:
+        m.setattr(Session, "feed", boom)
+        with client(server) as ws:
+            recv(ws, "hello")
+            ws.send(json.dumps({"type": "start", "sample_rate": RATE}))
+            recv(ws, "started")
+            ws.send(frame(np.zeros(640), 0))
+            assert recv(ws, "error")["message"] == "server: RuntimeError: model exploded"
+            with pytest.raises(ConnectionClosed) as closed:
+                recv(ws, "never")
+            assert closed.value.rcvd.code == 1011
+    assert len(stream_through(server, tone_stream(2))["windows"]) == 34
 
 
 # ------------------------------------------------------------------ the CLI

@@ -356,7 +356,11 @@ def create_app(cfg: DemoConfig):
         except (WebSocketDisconnect, _EndConnection):
             pass
         except Exception as e:  # noqa: BLE001 - one client's failure must not stop the others
-            log.warning("connection %s ended: %s: %s", peer, type(e).__name__, e)
+            why = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+            log.warning("connection %s ended: %s", peer, why)
+            with contextlib.suppress(Exception):  # the socket may be gone already
+                await ws.send_text(json.dumps({"type": "error", "message": f"server: {why}"}))
+                await ws.close(code=1011, reason="server error")
         finally:
             active["n"] -= 1
 
