@@ -34,18 +34,36 @@ from kws_core.infra.errors import ConfigError, KwsError
 from kws_core.streaming.run import score_stream
 from kws_core.training.loop import train
 from tests.conftest import build_tiny_dataset, tone
-from tests.test_train import params_for
+from tests.test_train import learned_params
 
 RATE = 16000
 
 
+WORDS = ["yes", "no", "cat"]  # cat: an unknown word
+
+
 def tiny_export(root: Path) -> Path:
-    """A barely trained export (~10 s): the demo's plumbing, not its accuracy, is tested."""
-    data = build_tiny_dataset(root / "data", ["yes", "no", "cat"], 40)
-    p = params_for(root, how_many_training_steps="6,2", output_file=str(root / "export"))
+    """A small export (~10 s) that learns one tone pitch per word (`learnable`): yes and no
+    are keywords, cat is an unknown word."""
+    data = build_tiny_dataset(root / "data", WORDS, 60, learnable=True)
+    p = learned_params(root, wanted_words="yes,no")
     manifest = build_manifest(p.data, data, progress=False).manifest
     train(p, manifest, data, progress=False, log=lambda _m: None, track=False)
     return export_model(p, "best", manifest=manifest).saved_model
+
+
+def word_stream(words: list[str], lead_s: float = 1.0, gap_s: float = 0.5) -> np.ndarray:
+    """The words' tones (each at its training pitch) after `lead_s` of silence, `gap_s` apart."""
+    parts = [np.zeros(int(lead_s * RATE), np.float32)]
+    for i, w in enumerate(words):
+        parts += [tone(f"stream{w}{i}", freq=300.0 * 1.5 ** WORDS.index(w))]
+        parts += [np.zeros(int(gap_s * RATE), np.float32)]
+    return np.concatenate(parts)
+
+
+def heard(words: list[str]) -> list[str]:
+    """What the decoder should report for `words`: cat as _unknown_."""
+    return [w if w in ("yes", "no") else "_unknown_" for w in words]
 
 
 def tone_stream(seconds: float = 4.0) -> np.ndarray:
@@ -165,13 +183,15 @@ def test_page_and_model_info_are_served(server):
 
 
 def test_a_stream_through_the_socket_gives_results_in_real_time(server):
-    out = stream_through(server, tone_stream(3))
-    # windows every 30 ms from 1 s on: (3000 - 1000) / 30 + 1 = 67
-    assert len(out["windows"]) == 67
+    words = ["yes", "no", "cat"]
+    out = stream_through(server, word_stream(words, lead_s=0.5))  # 5 s
+    # windows every 30 ms from 1 s on: (5000 - 1000) / 30 + 1 = 134
+    assert len(out["windows"]) == 134
     times = [w["t"] for w in out["windows"]]
     assert times[0] == 500 and np.all(np.diff(times) == 30)
     assert all(len(w["scores"]) == len(server.cfg.model.labels) for w in out["windows"])
-    assert out["spectrogram"] >= 295  # a column every 10 ms
+    assert out["spectrogram"] >= 495  # a column every 10 ms
+    assert [d["label"] for d in out["detections"]] == heard(words)
     # loopback, 2 shared cores: a result within a few hundred ms of its last chunk
     median = np.median(out["latency_ms"])
     print(f"\nloopback: median {median:.1f} ms from a 40 ms chunk sent to its results back")
