@@ -12,7 +12,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test lint venv clean lock ui mlflow-ui bench bench-archs
+.PHONY: run test lint venv clean lock ui mlflow-ui bench bench-archs demo
 
 venv: $(STAMP)
 
@@ -35,6 +35,11 @@ test: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/python -c 'from pathlib import Path; from pipelines.run import instance_for; instance_for(Path("$(DAGSTER_HOME_DIR)"))'
 	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# Hear the export live: http://127.0.0.1:8000 (microphone or a dropped WAV). GRAPH=path/to/model
+# (a saved_model folder or .tflite) picks another export; PORT=8001 another port.
+demo: $(STAMP)
+	$(BIN)/kws demo $(if $(GRAPH),--graph $(GRAPH)) --port $(or $(PORT),8000)
 
 # MLflow UI on http://127.0.0.1:5000 for the runs `kws train` tracks.
 mlflow-ui: $(STAMP)

@@ -11,6 +11,7 @@ kws generate-streaming-test-wav        a long test stream with its ground truth
 kws test-streaming-accuracy            score an export on a stream (tutorial numbers, FA/h)
 kws stream-eval                        both streams, DET curve, report (JSON, markdown, PNG)
 kws run-all                            all of the above, with a summary
+kws demo [--graph M] [--port 8000]     a local web page: hear an export live (mic or WAV)
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
         "and the streaming report (stream_dir)",
         "run-all": "dataset, manifest, validation, training, export and streaming evaluation "
         "end to end, then a summary",
+        "demo": "a local web page (127.0.0.1) that runs an export live on the microphone or a "
+        "dropped WAV: label tiles, scores, spectrogram, detections, decoder settings",
     }
     for name, help_ in verbs.items():
         p = sub.add_parser(name, help=help_, description=help_, epilog=epilog, parents=[common])
@@ -114,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--ground_truth", required=True, help="`label, time_ms` lines")
         if name == "stream-eval":
             p.add_argument("--graph", help="default: the saved_model of export.output_file")
+        if name == "demo":
+            p.add_argument("--graph", help="default: the saved_model of export.output_file")
+            p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
+            p.add_argument("--port", type=int, default=8000, help="default 8000; 0 = any free")
+            p.add_argument(
+                "--max_clients", type=_positive_int, default=8, help="live streams at once"
+            )
         if name in ("train", "freeze", "run-all", "stream-eval"):
             p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     return parser
@@ -405,6 +415,30 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.demo.server import DemoServer
+    from kws_core.export.loader import ExportedModel
+
+    graph = Path(args.graph) if args.graph else params.layout.export_dir / "saved_model"
+    if not args.graph and not graph.exists():
+        raise KwsError(
+            f"no export at {graph} (export.output_file): run `kws freeze` (or `make run`) "
+            "first, or pass --graph MODEL"
+        )
+    model = ExportedModel.load(graph)  # a bad path is one line, before anything listens
+    server = DemoServer(model, params.stream, args.host, args.port, args.max_clients)
+    print(
+        f"model        {graph} ({model.meta.get('architecture', '?')}, {len(model.labels)} labels)"
+    )
+    print(f"kws demo on  {server.url}  (Ctrl-C stops it)", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown: the usual stop
+        pass
+    print("kws demo stopped")
+    return 0
+
+
 COMMANDS = {
     "synth-dataset": cmd_synth_dataset,
     "dataset": cmd_dataset,
@@ -420,6 +454,7 @@ COMMANDS = {
     "test-streaming-accuracy": cmd_test_streaming_accuracy,
     "stream-eval": cmd_stream_eval,
     "run-all": cmd_run_all,
+    "demo": cmd_demo,
 }
 
 

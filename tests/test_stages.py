@@ -82,6 +82,7 @@ LAYERS = [
     "training",
     "export",
     "streaming",
+    "demo",
     "steps",
     "stages",
     "cli",
