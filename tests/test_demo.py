@@ -23,7 +23,6 @@ from kws_core.data.manifest import build_manifest
 from kws_core.demo.server import (
     DemoConfig,
     DemoServer,
-    LiveScorer,
     Session,
     checked_settings,
     origin_allowed,
@@ -135,12 +134,13 @@ def stream_through(srv: DemoServer, pcm: np.ndarray, chunk_ms: int = 40) -> dict
 
 # ------------------------------------------------------------------ scoring
 @pytest.mark.parametrize("kind", ["saved_model", "model_float.tflite"])
-def test_live_scorer_equals_offline_scoring(model, kind):
+def test_the_demos_streaming_session_equals_offline_scoring(model, kind):
     if kind != "saved_model":
         model = ExportedModel.load(model.path.parent / kind)
     pcm = tone_stream(3)
     offline = score_stream(model, pcm, 30)
-    live = LiveScorer(model, 30)
+    live = Session(DemoConfig(model, StreamConfig(clip_stride_ms=30))).scorer
+    assert live.path == "frames" or kind != "saved_model"
     got = [r for block in np.array_split(pcm, 37) for r in live.push(block)]
     assert [t for t, _ in got] == offline.times_ms.tolist()
     np.testing.assert_allclose(np.stack([s for _, s in got]), offline.scores, atol=1e-4)

@@ -41,6 +41,7 @@ from kws_core.streaming.recognize import (
     check_decoder_settings,
     recognize_settings,
 )
+from kws_core.streaming.session import StreamingSession
 
 log = logging.getLogger("kws.demo")
 
@@ -57,56 +58,6 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 # ------------------------------------------------------------------ scoring
-class LiveScorer:
-    """Score the latest clip every `clip_stride_ms`: `push(pcm)` -> [(time_ms, scores)].
-
-    A stand-in for the stateful streaming session: it keeps the last clip of audio and runs
-    each completed window through `ExportedModel.scores`, so a result comes as soon as its
-    window's audio is in (BlockScorer batches hundreds of windows for bit-exactness, which
-    would hold results back by seconds). Windows start at 0, stride, 2 * stride ... samples
-    and are stamped with their centre, as in `score_stream`, whose scores they equal up to
-    float batching noise.
-    """
-
-    def __init__(self, model: ExportedModel, clip_stride_ms: float) -> None:
-        self.model = model
-        self.rate = model.spec.sample_rate
-        self.window = model.spec.desired_samples
-        self.stride = round(clip_stride_ms * self.rate / 1000)
-        if self.stride < 1:
-            raise KwsError(f"stream.clip_stride_ms: {clip_stride_ms} ms is under one sample")
-        self.samples_seen = 0
-        self._buf = np.zeros(0, np.float32)  # stream samples from _buf_start on
-        self._buf_start = 0
-        self._next_start = 0  # start sample of the next window to score
-
-    def push(self, pcm: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """Add float samples in [-1, 1]; (time_ms, scores) of each window now complete."""
-        pcm = np.asarray(pcm, np.float32).ravel()
-        self._buf = np.concatenate([self._buf, pcm])
-        self.samples_seen += len(pcm)
-        starts = []
-        while self._next_start + self.window <= self.samples_seen:
-            starts.append(self._next_start)
-            self._next_start += self.stride
-        out: list[tuple[int, np.ndarray]] = []
-        if starts:
-            lo = self._buf_start
-            clips = np.stack([self._buf[s - lo : s - lo + self.window] for s in starts])
-            if self.model.path.suffix == ".tflite":
-                # one clip a call, as on a device: a changing batch would re-plan the interpreter
-                scores = np.concatenate([self.model.scores(c[None]) for c in clips])
-            else:
-                scores = self.model.scores(clips)
-            out = [
-                ((s + self.window // 2) * 1000 // self.rate, scores[i])
-                for i, s in enumerate(starts)
-            ]
-        cut = min(self._next_start - self._buf_start, len(self._buf))
-        self._buf, self._buf_start = self._buf[cut:], self._buf_start + cut
-        return out
-
-
 def _mel_matrix(bands: int, n_fft: int, rate: int) -> np.ndarray:
     """Triangular mel filters [bands, n_fft // 2 + 1] from 50 Hz to Nyquist."""
 
@@ -190,11 +141,15 @@ class Session:
         self.cfg = cfg
         self.stream = cfg.stream
         self.started = False
+        self.rate = cfg.model.spec.sample_rate
+        # Stateful: each hop computes only its new feature frames (kws_core.streaming.session).
+        # Its own TFLite interpreters: made once per connection, in the model thread.
+        self.scorer = StreamingSession(cfg.model, self.stream.clip_stride_ms)
         self.reset()
 
     def reset(self) -> None:
         model = self.cfg.model
-        self.scorer = LiveScorer(model, self.stream.clip_stride_ms)
+        self.scorer.reset()
         self.decoder = RecognizeCommands(model.labels, **recognize_settings(self.stream))
         self.spectrogram = SpectrogramColumns(model.spec.sample_rate)
         self.rate_t0: float | None = None
@@ -212,7 +167,7 @@ class Session:
         now = time.monotonic()
         if self.rate_t0 is None:
             self.rate_t0 = now
-        ahead = (self.scorer.samples_seen + n_samples) / self.scorer.rate - (now - self.rate_t0)
+        ahead = (self.scorer.state.samples_seen + n_samples) / self.rate - (now - self.rate_t0)
         if ahead > self.cfg.burst_s:
             return (
                 f"audio arrives faster than real time ({ahead:.1f} s ahead, at most "
@@ -233,7 +188,7 @@ class Session:
         return {
             "type": "results",
             "seq": seq,
-            "audio_ms": self.scorer.samples_seen * 1000 // self.scorer.rate,
+            "audio_ms": self.scorer.state.samples_seen * 1000 // self.rate,
             "windows": windows,
             "detections": detections,
             "spectrogram": self.spectrogram.push(pcm),
@@ -365,9 +320,9 @@ def create_app(cfg: DemoConfig):
             active["n"] -= 1
 
     async def _serve_connection(ws, peer: str) -> None:
-        session = Session(cfg)
-        strikes = 0
         loop = asyncio.get_running_loop()
+        session = await loop.run_in_executor(executor, Session, cfg)
+        strikes = 0
 
         async def refuse(message: str) -> None:
             nonlocal strikes
