@@ -540,6 +540,11 @@ class ExportConfig(_Section):
     quantize: bool = Field(True, description="also write a full-integer int8 TFLite model")
     features_outside: bool = Field(False, description="model takes features, not PCM")
     representative_examples: int = Field(200, gt=0, description="int8 calibration clips")
+    streaming: bool = Field(
+        False,
+        description="also write model_streaming.tflite: one front-end hop of PCM in, scores "
+        "out, state carried in external tensors (mfcc, logmel, average front ends)",
+    )
 
 
 class StreamConfig(_Section):
@@ -799,8 +804,11 @@ def _check_keys(raw: dict[str, Any], model: type[BaseModel], where: str, prefix:
 
 
 def parse_override(flag: str) -> tuple[tuple[str, ...], Any]:
-    """Parse `--key=value` (tutorial flag name or dotted path) into (location, YAML value)."""
+    """Parse `--key=value` (tutorial flag name or dotted path; a bare `--key` of a boolean means
+    true) into (location, YAML value)."""
     body = flag[2:] if flag.startswith("--") else flag
+    if "=" not in body and body in LEAF_KEYS and _annotation(LEAF_KEYS[body]) is bool:
+        body += "=true"  # a bare switch: `kws freeze --streaming`
     if "=" not in body:
         raise ConfigError(f"override {flag!r}: use --key=value, e.g. --wanted_words=yes,no")
     key, value = body.split("=", 1)

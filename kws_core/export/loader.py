@@ -85,6 +85,12 @@ class ExportedModel:
             )
         meta_path = _find_meta(graph)
         meta = _read_meta(meta_path)
+        if "inputs" in meta.get("models", {}).get(graph.name, {}):
+            raise KwsError(
+                f"--graph {graph}: a streaming model (one hop and its state in); give the "
+                "export's saved_model or model_float.tflite, or run it with "
+                "kws_core.export.streaming_tflite.StreamingTFLite"
+            )
         model = cls(graph, meta, FeatureSpec.from_dict(meta["features"]), list(meta["labels"]))
         if labels_path is not None:
             given = read_labels(labels_path)

@@ -11,6 +11,8 @@ One export folder holds:
   per-bin feature normalisation run in float (RFFT and LOG have no int8 kernels, and one int8
   scale cannot hold raw log-energies), every layer of the network runs in int8, calibrated on
   augmented clips of the training partition;
+* `model_streaming.tflite` (export.streaming): one front-end hop of float PCM and the state
+  in, scores and the new state out (`kws_core.export.streaming_tflite`);
 * `labels.txt` and `export.json` (feature params, normalisation, labels, every model's input and
   output), which the loaders check so that a mismatch is a clear error, not wrong scores.
 
@@ -33,6 +35,13 @@ from kws_core.config import Params
 from kws_core.data.labels import write_labels
 from kws_core.export.integrity import file_digests
 from kws_core.export.loader import EXPORT_META, FEATURES_SIGNATURE
+from kws_core.export.streaming_tflite import (
+    STREAMING_TFLITE,
+    check_streamable,
+    check_streaming,
+    streaming_io,
+    streaming_tflite,
+)
 from kws_core.features.front_end import FeatureSpec, compute_features
 from kws_core.infra.atomic import atomic_dir
 from kws_core.infra.errors import ConfigError
@@ -56,6 +65,7 @@ class ExportResult:
     labels: Path
     meta: Path
     checkpoint: Path
+    tflite_streaming: Path | None = None
     sizes: dict[str, int] = field(default_factory=dict)
     # kws_core.export.registry.RegisteredExport once `freeze_step` logged it to MLflow
     registered: object | None = None
@@ -72,6 +82,8 @@ def export_model(
     ex = params.export
     out = Path(out_dir) if out_dir else params.resolve(ex.output_file)
     check_export_target(out, params)
+    if ex.streaming:
+        check_streamable(FeatureSpec.from_params(params))  # before the slow part
     model, labels, spec, prefix = load_model(params, checkpoint)
     if spec.preprocess == "micro" and not ex.features_outside:
         raise ConfigError(
@@ -90,6 +102,10 @@ def export_model(
         (tmp / FLOAT_TFLITE).write_bytes(graphs.tflite_float())
         if calibration is not None:
             (tmp / INT8_TFLITE).write_bytes(graphs.tflite_int8(calibration))
+        if ex.streaming:
+            streaming = streaming_tflite(norm, body, spec)
+            check_streaming(streaming, graphs, spec, labels)
+            (tmp / STREAMING_TFLITE).write_bytes(streaming)
         write_labels(labels, tmp / "labels.txt")
         meta = {
             "format": META_FORMAT,
@@ -109,11 +125,18 @@ def export_model(
                 if (tmp / name).exists()
             },
         }
+        if ex.streaming:
+            meta["models"][STREAMING_TFLITE] = streaming_io(tmp / STREAMING_TFLITE)
         meta["files"] = file_digests(tmp)  # checked by every reader before opening a model
         (tmp / EXPORT_META).write_text(json.dumps(meta, indent=2))
     sizes = {
         p.name: _size(p)
-        for p in (out / "saved_model", out / FLOAT_TFLITE, out / INT8_TFLITE)
+        for p in (
+            out / "saved_model",
+            out / FLOAT_TFLITE,
+            out / INT8_TFLITE,
+            out / STREAMING_TFLITE,
+        )
         if p.exists()
     }
     return ExportResult(
@@ -121,6 +144,7 @@ def export_model(
         saved_model=out / "saved_model",
         tflite_float=out / FLOAT_TFLITE,
         tflite_int8=out / INT8_TFLITE if ex.quantize else None,
+        tflite_streaming=out / STREAMING_TFLITE if ex.streaming else None,
         labels=out / "labels.txt",
         meta=out / EXPORT_META,
         checkpoint=prefix,

@@ -1,0 +1,264 @@
+"""A TFLite model that runs one front-end hop at a time, its state in external tensors.
+
+`kws freeze --streaming` writes `model_streaming.tflite` beside the clip models. Unlike them it
+never sees a whole clip: each invoke takes one hop of PCM and the state the previous invoke
+returned (as in google-research's kws_streaming "external state" models), so a device keeps no
+audio history itself and a server can hold many streams in one interpreter by swapping state.
+
+Signature `serving_default` (all float32, batch 1; W = window_size_samples,
+h = window_stride_samples, L = spectrogram_length, B = fingerprint_width):
+
+* inputs:  `pcm` [1, h] the next hop of samples in [-1, 1]; `pcm_tail` [1, W - h] the samples
+  before it that the next frame still needs; `frames` [1, L, B] the last L feature frames,
+  *normalised* (what the network reads; zeros = the training mean);
+* outputs: `scores` [1, labels] softmax over the window of the last L frames; `new_pcm_tail`
+  and `new_frames`, to feed back as `pcm_tail` and `frames` at the next invoke.
+
+Each invoke computes one frame from tail + hop with the very front-end code of the clip models
+(`compute_features` on a one-frame "clip"), normalises it, shifts the frame buffer by one and
+runs the network on it. Start a stream with zero state. `StreamingTFLite` is the reference loop:
+it aligns hops to the clip models' frames and emits scores every `clip_stride_ms` with the
+window times of `score_stream`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kws_core.export.integrity import verify_files
+from kws_core.export.loader import EXPORT_META, _find_meta, _read_meta, tflite_interpreter
+from kws_core.features.front_end import FeatureSpec, compute_features
+from kws_core.infra.errors import ConfigError, KwsError
+
+STREAMING_TFLITE = "model_streaming.tflite"
+STREAMING_FRONT_ENDS = ("mfcc", "logmel", "average")
+INPUTS = ("pcm", "pcm_tail", "frames")
+OUTPUTS = ("scores", "new_pcm_tail", "new_frames")
+# Export-time check: streaming vs clip-model scores on a synthetic stream. Measured differences
+# are ~1e-6 (tests/test_streaming_export.py); 100x that catches a wrong graph.
+CHECK_TOLERANCE = 1e-4
+
+
+def check_streamable(spec: FeatureSpec) -> None:
+    """One-line ConfigError unless `spec`'s front end can run one hop at a time here."""
+    if spec.preprocess not in STREAMING_FRONT_ENDS:
+        raise ConfigError(
+            f"export.streaming: the {spec.preprocess} front end is not supported yet (only "
+            f"{', '.join(STREAMING_FRONT_ENDS)}); export without --streaming"
+        )
+    if spec.window_size_samples <= spec.window_stride_samples:
+        raise ConfigError(
+            "export.streaming: needs features.window_size_ms longer than "
+            f"features.window_stride_ms (got {spec.window_size_ms} and {spec.window_stride_ms})"
+        )
+
+
+def one_frame_spec(spec: FeatureSpec) -> FeatureSpec:
+    """`spec` with a clip exactly one window long: its features are that window's one frame,
+    computed by the same code (and constant matrices) as a frame of a whole clip."""
+    one = dataclasses.replace(spec, clip_duration_ms=spec.window_size_ms)
+    if one.desired_samples != spec.window_size_samples or one.spectrogram_length != 1:
+        raise KwsError(f"one-frame spec: {one.describe()} is not one frame")  # not expected
+    return one
+
+
+def streaming_function(norm, body, spec: FeatureSpec) -> Any:
+    """The tf.function of one invoke (see the module docstring)."""
+    import tensorflow as tf
+
+    from kws_core.export.writer import FRONT_END_SCOPE
+
+    check_streamable(spec)
+    one, hop = one_frame_spec(spec), spec.window_stride_samples
+    tail = spec.window_size_samples - hop
+    sig = [
+        tf.TensorSpec([1, hop], tf.float32, name="pcm"),
+        tf.TensorSpec([1, tail], tf.float32, name="pcm_tail"),
+        tf.TensorSpec([1, *spec.shape], tf.float32, name="frames"),
+    ]
+
+    @tf.function(input_signature=sig)
+    def step(pcm, pcm_tail, frames):
+        with tf.name_scope(FRONT_END_SCOPE):
+            window = tf.concat([pcm_tail, pcm], axis=1)
+            frame = norm(compute_features(window, one))  # [1, 1, bins]
+        frames = tf.concat([frames[:, 1:], frame], axis=1)
+        scores = tf.nn.softmax(body(frames, training=False))
+        return {"scores": scores, "new_pcm_tail": window[:, hop:], "new_frames": frames}
+
+    return step
+
+
+def streaming_tflite(norm, body, spec: FeatureSpec) -> bytes:
+    """The float streaming model, TFLite builtin ops only, with a `serving_default` signature
+    that names its tensors."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    fn = streaming_function(norm, body, spec).get_concrete_function()
+    # Weights frozen into constants (no VAR_HANDLE / READ_VARIABLE ops for devices), then
+    # re-wrapped: freezing flattens the outputs, and the converter writes a signature (with
+    # the output names) only when given a trackable object.
+    frozen = convert_variables_to_constants_v2(fn)
+    names = sorted(fn.structured_outputs)  # tf.nest flattens a dict in sorted key order
+
+    @tf.function(input_signature=fn.structured_input_signature[0])
+    def named(pcm, pcm_tail, frames):
+        return dict(zip(names, frozen(pcm, pcm_tail, frames), strict=True))
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions(
+        [named.get_concrete_function()], trackable_obj=tf.Module()
+    )
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return conv.convert()
+
+
+def streaming_io(path: Path) -> dict:
+    """export.json's entry: every input and output tensor by name, plus the file size."""
+    interp = tflite_interpreter(model_path=str(path))
+    runner = interp.get_signature_runner()
+
+    def desc(details: dict) -> dict:
+        return {
+            name: {"dtype": np.dtype(d["dtype"]).name, "shape": [int(v) for v in d["shape"]]}
+            for name, d in sorted(details.items())
+        }
+
+    return {
+        "inputs": desc(runner.get_input_details()),
+        "outputs": desc(runner.get_output_details()),
+        "bytes": path.stat().st_size,
+    }
+
+
+class StreamingTFLite:
+    """Reference loop around `model_streaming.tflite`: hops in, state carried between invokes.
+
+    `push(pcm)` takes any number of mono float samples and returns `(time_ms, scores)` for each
+    window now complete, every `clip_stride_ms` (a whole number of hops), stamped with the
+    window centre as `score_stream` stamps it. The stream starts `(-W) % h` zero samples early
+    so that every frame covers the samples of the clip models' frame of the same index.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        clip_stride_ms: float,
+        *,
+        content: bytes | None = None,
+        spec: FeatureSpec | None = None,
+        labels: list[str] | None = None,
+    ) -> None:
+        path = Path(path)
+        if content is None:  # an export's file; else (export-time check) the model given
+            if not path.is_file():
+                raise KwsError(f"{path}: no such streaming model; export with --streaming")
+            meta_path = _find_meta(path)
+            meta = _read_meta(meta_path)
+            if path.name not in meta.get("models", {}) or "inputs" not in meta["models"].get(
+                path.name, {}
+            ):
+                raise KwsError(
+                    f"{path}: not a streaming model of its {EXPORT_META}; export with --streaming"
+                )
+            verify_files(meta_path.parent, meta, [path.name])
+            spec, labels = FeatureSpec.from_dict(meta["features"]), list(meta["labels"])
+            interp = tflite_interpreter(model_path=str(path))
+        else:
+            interp = tflite_interpreter(model_content=content)
+        if spec is None or labels is None:
+            raise KwsError("StreamingTFLite: a model given as content needs its spec and labels")
+        self.spec, self.labels = spec, labels
+        self._run = interp.get_signature_runner()
+        if set(self._run.get_input_details()) != set(INPUTS):
+            raise KwsError(f"{path}: not a streaming model (inputs {INPUTS} expected)")
+        self.hop = spec.window_stride_samples
+        stride = round(clip_stride_ms * spec.sample_rate / 1000)
+        if stride < self.hop or stride % self.hop:
+            raise KwsError(
+                f"stream.clip_stride_ms: {clip_stride_ms} ms is not a whole number of "
+                f"{spec.frame_ms:g} ms front-end hops; the streaming model runs once a hop"
+            )
+        self.stride, self.step = stride, stride // self.hop
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero state: the next sample pushed starts a new stream."""
+        spec, w = self.spec, self.spec.window_size_samples
+        pad = (-w) % self.hop
+        self._lead = (w + pad) // self.hop  # invokes until the first frame is a real one
+        self._pending = np.zeros(pad, np.float32)
+        self._tail = np.zeros((1, w - self.hop), np.float32)
+        self._frames = np.zeros((1, *spec.shape), np.float32)
+        self._invokes = 0
+        self._ready: list[tuple[int, np.ndarray]] = []  # (window, scores) awaiting samples
+        self.samples_seen = 0
+
+    def push(self, pcm: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Add the next samples; `(time_ms, scores[labels])` of each window they complete."""
+        pcm = np.asarray(pcm, np.float32)
+        if pcm.ndim != 1:
+            raise KwsError(f"the stream must be mono 1-D samples, got shape {pcm.shape}")
+        if not np.isfinite(pcm).all():
+            raise KwsError("the stream has NaN or infinite samples; send float PCM in [-1, 1]")
+        self.samples_seen += len(pcm)
+        self._pending = np.concatenate([self._pending, pcm])
+        length, n = self.spec.spectrogram_length, len(self._pending) // self.hop
+        for i in range(n):
+            out = self._run(
+                pcm=self._pending[None, i * self.hop : (i + 1) * self.hop],
+                pcm_tail=self._tail,
+                frames=self._frames,
+            )
+            self._tail, self._frames = out["new_pcm_tail"], out["new_frames"]
+            self._invokes += 1
+            last = self._invokes - self._lead - (length - 1)  # first frame of this buffer
+            if last >= 0 and last % self.step == 0:
+                self._ready.append((last // self.step, out["scores"][0].copy()))
+        self._pending = self._pending[n * self.hop :]
+        # A window is reported once all its samples arrived (its last frame can end up to a
+        # hop before the clip does), as score_stream and StreamingSession count windows.
+        results, keep = [], []
+        for w, scores in self._ready:
+            start = w * self.stride
+            if start + self.spec.desired_samples <= self.samples_seen:
+                centre = (start + self.spec.desired_samples // 2) * 1000 // self.spec.sample_rate
+                results.append((int(centre), scores))
+            else:
+                keep.append((w, scores))
+        self._ready = keep
+        return results
+
+
+def check_streaming(content: bytes, graphs, spec: FeatureSpec, labels: list[str]) -> float:
+    """Max |streaming - clip model| score difference on a synthetic stream; KwsError above
+    CHECK_TOLERANCE (a wrong graph must not be shipped). `graphs`: the export's ExportGraphs."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    n = spec.desired_samples + 8 * spec.window_stride_samples
+    t = np.arange(n) / spec.sample_rate
+    pcm = (0.05 * rng.standard_normal(n) + 0.3 * np.sin(2 * np.pi * 440 * t * (1 + t))).astype(
+        np.float32
+    )
+    stream = StreamingTFLite("<export>", spec.frame_ms, content=content, spec=spec, labels=labels)
+    got = stream.push(pcm)
+    windows = np.lib.stride_tricks.sliding_window_view(pcm, spec.desired_samples)[
+        :: spec.window_stride_samples
+    ]
+    want = graphs.function(None)(tf.constant(np.ascontiguousarray(windows))).numpy()
+    if len(got) != len(want):
+        raise KwsError(f"{STREAMING_TFLITE}: {len(got)} windows for {len(want)}; a bug in kws")
+    diff = float(np.max(np.abs(np.stack([s for _, s in got]) - want)))
+    if not diff <= CHECK_TOLERANCE:
+        raise KwsError(
+            f"{STREAMING_TFLITE}: scores differ from the clip model's by {diff:.2g} (over "
+            f"{CHECK_TOLERANCE:g}); a bug in kws, export without --streaming"
+        )
+    return diff
