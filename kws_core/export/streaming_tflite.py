@@ -70,8 +70,6 @@ def streaming_function(norm, body, spec: FeatureSpec) -> Any:
     """The tf.function of one invoke (see the module docstring)."""
     import tensorflow as tf
 
-    from kws_core.export.writer import FRONT_END_SCOPE
-
     check_streamable(spec)
     one, hop = one_frame_spec(spec), spec.window_stride_samples
     tail = spec.window_size_samples - hop
@@ -83,9 +81,8 @@ def streaming_function(norm, body, spec: FeatureSpec) -> Any:
 
     @tf.function(input_signature=sig)
     def step(pcm, pcm_tail, frames):
-        with tf.name_scope(FRONT_END_SCOPE):
-            window = tf.concat([pcm_tail, pcm], axis=1)
-            frame = norm(compute_features(window, one))  # [1, 1, bins]
+        window = tf.concat([pcm_tail, pcm], axis=1)
+        frame = norm(compute_features(window, one))  # [1, 1, bins]
         frames = tf.concat([frames[:, 1:], frame], axis=1)
         scores = tf.nn.softmax(body(frames, training=False))
         return {"scores": scores, "new_pcm_tail": window[:, hop:], "new_frames": frames}

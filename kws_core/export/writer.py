@@ -82,8 +82,6 @@ def export_model(
     ex = params.export
     out = Path(out_dir) if out_dir else params.resolve(ex.output_file)
     check_export_target(out, params)
-    if ex.streaming:
-        check_streamable(FeatureSpec.from_params(params))  # before the slow part
     model, labels, spec, prefix = load_model(params, checkpoint)
     if spec.preprocess == "micro" and not ex.features_outside:
         raise ConfigError(
@@ -154,7 +152,10 @@ def export_model(
 
 def check_export_target(out: Path, params: Params) -> None:
     """A one-line ConfigError unless `out` is new, empty or an earlier export (it has
-    export.json) and holds none of the pipeline's inputs: an export replaces its folder whole."""
+    export.json) and holds none of the pipeline's inputs: an export replaces its folder whole;
+    or if export.streaming asks for what the front end cannot do."""
+    if params.export.streaming:
+        check_streamable(FeatureSpec.from_params(params))
     key, out = "export.output_file", Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{key}: {out} is a file, not an export folder; choose a new folder")
