@@ -542,8 +542,9 @@ class ExportConfig(_Section):
     representative_examples: int = Field(200, gt=0, description="int8 calibration clips")
     streaming: bool = Field(
         False,
-        description="also write model_streaming.tflite: one front-end hop of PCM in, scores "
-        "out, state carried in external tensors (mfcc, logmel, average front ends)",
+        description="also write model_streaming.tflite (and, with quantize, "
+        "model_streaming_int8.tflite): one front-end hop of PCM in, scores out, state in "
+        "external tensors (mfcc, logmel, average front ends)",
     )
 
 

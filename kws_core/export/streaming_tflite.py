@@ -19,6 +19,10 @@ Each invoke computes one frame from tail + hop with the very front-end code of t
 runs the network on it. Start a stream with zero state. `StreamingTFLite` is the reference loop:
 it aligns hops to the clip models' frames and emits scores every `clip_stride_ms` with the
 window times of `score_stream`.
+
+With export.quantize, `model_streaming_int8.tflite` has the same tensors (float32 in and out,
+so the state stays float) with the network in int8; the front end, the normalisation and the
+frame buffer stay float, so each frame is quantised once per invoke as in `model_int8.tflite`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from kws_core.features.front_end import FeatureSpec, compute_features
 from kws_core.infra.errors import ConfigError, KwsError
 
 STREAMING_TFLITE = "model_streaming.tflite"
+STREAMING_INT8_TFLITE = "model_streaming_int8.tflite"
 STREAMING_FRONT_ENDS = ("mfcc", "logmel", "average")
 INPUTS = ("pcm", "pcm_tail", "frames")
 OUTPUTS = ("scores", "new_pcm_tail", "new_frames")
@@ -66,8 +71,9 @@ def one_frame_spec(spec: FeatureSpec) -> FeatureSpec:
     return one
 
 
-def streaming_function(norm, body, spec: FeatureSpec) -> Any:
-    """The tf.function of one invoke (see the module docstring)."""
+def streaming_function(norm, body, spec: FeatureSpec, scope: str = "front_end") -> Any:
+    """The tf.function of one invoke (see the module docstring); the front end and the
+    normalisation under name scope `scope` (the int8 model keeps them float)."""
     import tensorflow as tf
 
     check_streamable(spec)
@@ -81,27 +87,26 @@ def streaming_function(norm, body, spec: FeatureSpec) -> Any:
 
     @tf.function(input_signature=sig)
     def step(pcm, pcm_tail, frames):
-        window = tf.concat([pcm_tail, pcm], axis=1)
-        frame = norm(compute_features(window, one))  # [1, 1, bins]
-        frames = tf.concat([frames[:, 1:], frame], axis=1)
+        with tf.name_scope(scope):
+            window = tf.concat([pcm_tail, pcm], axis=1)
+            frame = norm(compute_features(window, one))  # [1, 1, bins]
+            frames = tf.concat([frames[:, 1:], frame], axis=1)
         scores = tf.nn.softmax(body(frames, training=False))
         return {"scores": scores, "new_pcm_tail": window[:, hop:], "new_frames": frames}
 
     return step
 
 
-def streaming_tflite(norm, body, spec: FeatureSpec) -> bytes:
-    """The float streaming model, TFLite builtin ops only, with a `serving_default` signature
-    that names its tensors."""
+def _named_converter(fn) -> Any:
+    """A converter for concrete function `fn` with its weights frozen into constants (no
+    VAR_HANDLE / READ_VARIABLE ops for devices) and a `serving_default` signature that names
+    its tensors: freezing flattens the outputs, so they are re-wrapped in a dict, and the
+    converter writes a signature only when given a trackable object."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    fn = streaming_function(norm, body, spec).get_concrete_function()
-    # Weights frozen into constants (no VAR_HANDLE / READ_VARIABLE ops for devices), then
-    # re-wrapped: freezing flattens the outputs, and the converter writes a signature (with
-    # the output names) only when given a trackable object.
     frozen = convert_variables_to_constants_v2(fn)
     names = sorted(fn.structured_outputs)  # tf.nest flattens a dict in sorted key order
 
@@ -113,7 +118,61 @@ def streaming_tflite(norm, body, spec: FeatureSpec) -> bytes:
         [named.get_concrete_function()], trackable_obj=tf.Module()
     )
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return conv.convert()
+    return conv
+
+
+def streaming_tflite(norm, body, spec: FeatureSpec, scope: str = "front_end") -> bytes:
+    """The float streaming model, TFLite builtin ops only."""
+    fn = streaming_function(norm, body, spec, scope).get_concrete_function()
+    return _named_converter(fn).convert()
+
+
+def streaming_tflite_int8(
+    norm, body, spec: FeatureSpec, audio: np.ndarray, scope: str = "front_end"
+) -> bytes:
+    """The streaming model with the network in int8, float in and out (the state stays
+    float); the front end and normalisation (ops under `scope`) stay float, as in the int8
+    clip model. Calibrated on the state each clip of `audio` leaves after its last hop."""
+    import tensorflow as tf
+
+    fn = streaming_function(norm, body, spec, scope).get_concrete_function()
+    hop, w = spec.window_stride_samples, spec.window_size_samples
+    feats = norm(compute_features(tf.constant(audio, tf.float32), spec)).numpy()
+    last = (spec.spectrogram_length - 1) * hop + w  # where the clip's last frame ends
+
+    def samples():
+        for clip, frames in zip(audio, feats, strict=True):
+            yield {
+                "pcm": clip[None, last - hop : last].astype(np.float32),
+                "pcm_tail": clip[None, last - w : last - hop].astype(np.float32),
+                "frames": frames[None],
+            }
+
+    conv = _named_converter(fn)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = samples
+    conv.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+    ]
+    front_end = [
+        t["name"]
+        for t in tflite_interpreter(
+            model_content=_named_converter(fn).convert()
+        ).get_tensor_details()
+        if scope in t["name"]
+    ]
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=conv,
+        debug_dataset=samples,
+        # The state's slices and concatenations stay float by op type too: the converter
+        # names some of them after the outputs, outside `scope`, and an int8 PCM tail or
+        # frame buffer would be requantised at every invoke.
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=front_end, denylisted_ops=["CONCATENATION", "STRIDED_SLICE"]
+        ),
+    )
+    return debugger.get_nondebug_quantized_model()
 
 
 def streaming_io(path: Path) -> dict:

@@ -12,7 +12,8 @@ One export folder holds:
   scale cannot hold raw log-energies), every layer of the network runs in int8, calibrated on
   augmented clips of the training partition;
 * `model_streaming.tflite` (export.streaming): one front-end hop of float PCM and the state
-  in, scores and the new state out (`kws_core.export.streaming_tflite`);
+  in, scores and the new state out (`kws_core.export.streaming_tflite`); with export.quantize
+  also `model_streaming_int8.tflite`, the network in int8, float in and out;
 * `labels.txt` and `export.json` (feature params, normalisation, labels, every model's input and
   output), which the loaders check so that a mismatch is a clear error, not wrong scores.
 
@@ -36,11 +37,13 @@ from kws_core.data.labels import write_labels
 from kws_core.export.integrity import file_digests
 from kws_core.export.loader import EXPORT_META, FEATURES_SIGNATURE
 from kws_core.export.streaming_tflite import (
+    STREAMING_INT8_TFLITE,
     STREAMING_TFLITE,
     check_streamable,
     check_streaming,
     streaming_io,
     streaming_tflite,
+    streaming_tflite_int8,
 )
 from kws_core.features.front_end import FeatureSpec, compute_features
 from kws_core.infra.atomic import atomic_dir
@@ -66,6 +69,7 @@ class ExportResult:
     meta: Path
     checkpoint: Path
     tflite_streaming: Path | None = None
+    tflite_streaming_int8: Path | None = None
     sizes: dict[str, int] = field(default_factory=dict)
     # kws_core.export.registry.RegisteredExport once `freeze_step` logged it to MLflow
     registered: object | None = None
@@ -101,9 +105,13 @@ def export_model(
         if calibration is not None:
             (tmp / INT8_TFLITE).write_bytes(graphs.tflite_int8(calibration))
         if ex.streaming:
-            streaming = streaming_tflite(norm, body, spec)
+            streaming = streaming_tflite(norm, body, spec, FRONT_END_SCOPE)
             check_streaming(streaming, graphs, spec, labels)
             (tmp / STREAMING_TFLITE).write_bytes(streaming)
+            if calibration is not None:
+                (tmp / STREAMING_INT8_TFLITE).write_bytes(
+                    streaming_tflite_int8(norm, body, spec, calibration, FRONT_END_SCOPE)
+                )
         write_labels(labels, tmp / "labels.txt")
         meta = {
             "format": META_FORMAT,
@@ -123,8 +131,9 @@ def export_model(
                 if (tmp / name).exists()
             },
         }
-        if ex.streaming:
-            meta["models"][STREAMING_TFLITE] = streaming_io(tmp / STREAMING_TFLITE)
+        for name in (STREAMING_TFLITE, STREAMING_INT8_TFLITE):
+            if (tmp / name).exists():
+                meta["models"][name] = streaming_io(tmp / name)
         meta["files"] = file_digests(tmp)  # checked by every reader before opening a model
         (tmp / EXPORT_META).write_text(json.dumps(meta, indent=2))
     sizes = {
@@ -134,6 +143,7 @@ def export_model(
             out / FLOAT_TFLITE,
             out / INT8_TFLITE,
             out / STREAMING_TFLITE,
+            out / STREAMING_INT8_TFLITE,
         )
         if p.exists()
     }
@@ -143,6 +153,7 @@ def export_model(
         tflite_float=out / FLOAT_TFLITE,
         tflite_int8=out / INT8_TFLITE if ex.quantize else None,
         tflite_streaming=out / STREAMING_TFLITE if ex.streaming else None,
+        tflite_streaming_int8=out / STREAMING_INT8_TFLITE if ex.streaming and ex.quantize else None,
         labels=out / "labels.txt",
         meta=out / EXPORT_META,
         checkpoint=prefix,
