@@ -21,8 +21,10 @@ it aligns hops to the clip models' frames and emits scores every `clip_stride_ms
 window times of `score_stream`.
 
 With export.quantize, `model_streaming_int8.tflite` has the same tensors (float32 in and out,
-so the state stays float) with the network in int8; the front end, the normalisation and the
-frame buffer stay float, so each frame is quantised once per invoke as in `model_int8.tflite`.
+so the state stays float) with the network in int8. The front end, the normalisation and the
+PCM tail stay float (slices and concatenations are kept out of int8: a tail rounded to int8 at
+every invoke cost 5x the clip int8 model's error); the frame buffer is held at the network's
+input scale (rounded once: rounding again to the same scale changes nothing).
 """
 
 from __future__ import annotations
@@ -232,8 +234,10 @@ class StreamingTFLite:
             raise KwsError("StreamingTFLite: a model given as content needs its spec and labels")
         self.spec, self.labels = spec, labels
         self._run = interp.get_signature_runner()
-        if set(self._run.get_input_details()) != set(INPUTS):
-            raise KwsError(f"{path}: not a streaming model (inputs {INPUTS} expected)")
+        if set(self._run.get_input_details()) != set(INPUTS) or set(
+            self._run.get_output_details()
+        ) != set(OUTPUTS):
+            raise KwsError(f"{path}: not a streaming model (inputs {', '.join(INPUTS)} expected)")
         self.hop = spec.window_stride_samples
         stride = round(clip_stride_ms * spec.sample_rate / 1000)
         if stride < self.hop or stride % self.hop:
@@ -274,9 +278,9 @@ class StreamingTFLite:
             )
             self._tail, self._frames = out["new_pcm_tail"], out["new_frames"]
             self._invokes += 1
-            last = self._invokes - self._lead - (length - 1)  # first frame of this buffer
-            if last >= 0 and last % self.step == 0:
-                self._ready.append((last // self.step, out["scores"][0].copy()))
+            first = self._invokes - self._lead - (length - 1)  # first frame in the buffer
+            if first >= 0 and first % self.step == 0:
+                self._ready.append((first // self.step, out["scores"][0].copy()))
         self._pending = self._pending[n * self.hop :]
         # A window is reported once all its samples arrived (its last frame can end up to a
         # hop before the clip does), as score_stream and StreamingSession count windows.
