@@ -195,6 +195,16 @@ def streaming_io(path: Path) -> dict:
     }
 
 
+def stream_samples(pcm: np.ndarray) -> np.ndarray:
+    """Live audio as float32 mono samples, or a one-line KwsError (shared by every live loop)."""
+    pcm = np.asarray(pcm, np.float32)
+    if pcm.ndim != 1:
+        raise KwsError(f"the stream must be mono 1-D samples, got shape {pcm.shape}")
+    if not np.isfinite(pcm).all():
+        raise KwsError("the stream has NaN or infinite samples; send float PCM in [-1, 1]")
+    return pcm
+
+
 class StreamingTFLite:
     """Reference loop around `model_streaming.tflite`: hops in, state carried between invokes.
 
@@ -262,11 +272,7 @@ class StreamingTFLite:
 
     def push(self, pcm: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Add the next samples; `(time_ms, scores[labels])` of each window they complete."""
-        pcm = np.asarray(pcm, np.float32)
-        if pcm.ndim != 1:
-            raise KwsError(f"the stream must be mono 1-D samples, got shape {pcm.shape}")
-        if not np.isfinite(pcm).all():
-            raise KwsError("the stream has NaN or infinite samples; send float PCM in [-1, 1]")
+        pcm = stream_samples(pcm)
         self.samples_seen += len(pcm)
         self._pending = np.concatenate([self._pending, pcm])
         length, n = self.spec.spectrogram_length, len(self._pending) // self.hop

@@ -39,8 +39,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from kws_core.export.loader import ExportedModel
+from kws_core.export.streaming_tflite import stream_samples
 from kws_core.features import front_end as fe
-from kws_core.infra.errors import KwsError
 from kws_core.streaming.run import _plan
 
 
@@ -213,11 +213,7 @@ class StreamingSession:
 
     def push(self, pcm_hop: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Add the next samples; `(time_ms, scores[labels])` of each window they complete."""
-        block = np.asarray(pcm_hop, np.float32)
-        if block.ndim != 1:
-            raise KwsError(f"the stream must be mono 1-D samples, got a hop of shape {block.shape}")
-        if not np.isfinite(block).all():
-            raise KwsError("the stream has NaN or infinite samples; send float PCM in [-1, 1]")
+        block = stream_samples(pcm_hop)
         s = self.state
         t0 = time.perf_counter()
         s.pending = np.concatenate([s.pending, block])
