@@ -45,6 +45,13 @@ FRONT_ENDS = {
         "window_stride_ms": 20,
     },
     "average": {"preprocess": "average", "model_architecture": "low_latency_conv"},
+    # the default architecture: mel frames and embeddings as state, the top 2 of the
+    # embedding's convolutions trained (the export computes the layers below them per hop)
+    "embedding": {
+        "preprocess": "embedding",
+        "model_architecture": "embedding_mlp",
+        "embedding_finetune_layers": 2,
+    },
 }
 
 
@@ -138,20 +145,28 @@ def test_io_layout_in_export_json_and_builtin_ops_only(exported):
     meta = json.loads(result.meta.read_text())
     io = meta["models"][STREAMING_TFLITE]
     hop, tail = spec.window_stride_samples, spec.window_size_samples - spec.window_stride_samples
-    assert io["inputs"] == {
-        "frames": {"dtype": "float32", "shape": [1, *spec.shape]},
-        "pcm": {"dtype": "float32", "shape": [1, hop]},
-        "pcm_tail": {"dtype": "float32", "shape": [1, tail]},
+    state = {"frames": {"dtype": "float32", "shape": [1, *spec.shape]}}
+    if spec.preprocess == "embedding":
+        # 80 ms hops = 8 mel frames: the 352 samples a 512-tap mel frame needs beyond its
+        # 160-sample hop, and the 76 - 8 mel frames the next embedding reuses
+        assert hop == 1280
+        state["pcm_tail"] = {"dtype": "float32", "shape": [1, 352]}
+        state["mel"] = {"dtype": "float32", "shape": [1, 68, 32]}
+    else:
+        state["pcm_tail"] = {"dtype": "float32", "shape": [1, tail]}
+    assert io["inputs"] == {"pcm": {"dtype": "float32", "shape": [1, hop]}, **state}
+    assert io["outputs"] == {
+        "scores": {"dtype": "float32", "shape": [1, len(meta["labels"])]},
+        **{f"new_{name}": desc for name, desc in state.items()},
     }
-    assert io["outputs"]["scores"]["shape"] == [1, len(meta["labels"])]
-    assert io["outputs"]["new_frames"] == io["inputs"]["frames"]
-    assert io["outputs"]["new_pcm_tail"] == io["inputs"]["pcm_tail"]
     assert STREAMING_TFLITE in meta["files"]  # checksummed like the other models
     ops = {
         d["op_name"]
         for d in tflite_interpreter(model_path=str(result.tflite_streaming))._get_ops_details()
     }
-    assert "RFFT2D" in ops and not any(o.startswith("Flex") or o == "CUSTOM" for o in ops)
+    # the STFT: an RFFT, or for the embedding's mel graph a convolution
+    assert "RFFT2D" in ops or spec.preprocess == "embedding"
+    assert not any(o.startswith("Flex") or o == "CUSTOM" for o in ops), ops
 
 
 def test_misuse_is_a_one_line_error(exported, tmp_path):
@@ -163,27 +178,26 @@ def test_misuse_is_a_one_line_error(exported, tmp_path):
     with pytest.raises(KwsError, match="whole number of"):
         StreamingTFLite(result.tflite_streaming, 1.5 * FeatureSpec.from_params(p).frame_ms)
     with pytest.raises(KwsError, match="1-D"):
-        StreamingTFLite(result.tflite_streaming, 40).push(np.zeros((2, 320)))
-
-
-def test_streaming_is_refused_for_embedding_and_micro(tmp_path):
-    assert parse_override("--streaming") == (("export", "streaming"), True)
-    for preprocess, arch in (("embedding", "embedding_mlp"), ("micro", "low_latency_conv")):
-        p = params_for(
-            tmp_path,
-            preprocess=preprocess,
-            model_architecture=arch,
-            streaming=True,
-            output_file=str(tmp_path / preprocess),
+        StreamingTFLite(result.tflite_streaming, 2 * FeatureSpec.from_params(p).frame_ms).push(
+            np.zeros((2, 320))
         )
-        with pytest.raises(
-            ConfigError, match=f"the {preprocess} front end is not supported yet"
-        ) as e:
-            export_model(p, "best")  # refused before it looks for a checkpoint
-        assert "\n" not in str(e.value)
 
 
-def test_cli_streaming_with_the_embedding_front_end_is_one_line(tmp_path):
+def test_streaming_is_refused_for_micro(tmp_path):
+    assert parse_override("--streaming") == (("export", "streaming"), True)
+    p = params_for(
+        tmp_path,
+        preprocess="micro",
+        model_architecture="low_latency_conv",
+        streaming=True,
+        output_file=str(tmp_path / "micro"),
+    )
+    with pytest.raises(ConfigError, match="the micro front end is not supported yet") as e:
+        export_model(p, "best")  # refused before it looks for a checkpoint
+    assert "\n" not in str(e.value)
+
+
+def test_cli_streaming_with_the_micro_front_end_is_one_line(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("{}\n")
     run = subprocess.run(
@@ -195,7 +209,8 @@ def test_cli_streaming_with_the_embedding_front_end_is_one_line(tmp_path):
             "--no-progress",
             "--no-mlflow",
             f"--params={params}",
-            "--preprocess=embedding",
+            "--preprocess=micro",
+            "--model_architecture=low_latency_conv",
             f"--output_file={tmp_path / 'out'}",
             "--streaming",
         ],
@@ -207,3 +222,12 @@ def test_cli_streaming_with_the_embedding_front_end_is_one_line(tmp_path):
     lines = [line for line in run.stderr.splitlines() if "export.streaming" in line]
     assert len(lines) == 1 and "not supported yet" in lines[0], run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_an_embedding_hop_as_long_as_its_window_is_refused():
+    from kws_core.export.streaming_tflite import check_streamable
+
+    spec = FeatureSpec(preprocess="embedding", embedding_hop_ms=760, clip_duration_ms=2000)
+    with pytest.raises(ConfigError, match="embedding_hop_ms shorter") as e:
+        check_streamable(spec)
+    assert "\n" not in str(e.value)

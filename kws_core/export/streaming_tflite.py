@@ -16,7 +16,15 @@ h = window_stride_samples, L = spectrogram_length, B = fingerprint_width):
 
 Each invoke computes one frame from tail + hop with the very front-end code of the clip models
 (`compute_features` on a one-frame "clip"), normalises it, shifts the frame buffer by one and
-runs the network on it. Start a stream with zero state. `StreamingTFLite` is the reference loop:
+runs the network on it. Start a stream with zero state.
+
+The `embedding` front end (the default architecture) has one more state tensor: a frame is an
+embedding of 76 mel frames (12,512 samples) every `embedding_hop_ms` (h = 1,280 samples at
+80 ms = 8 mel frames). `pcm_tail` is then [1, 352] (what a 512-tap mel frame needs beyond its
+160-sample hop), `mel` [1, 76 - 8, 32] holds the dB mel frames the next embedding reuses, and
+each invoke computes only the hop's 8 new mel frames (the pre-trained mel graph) and one
+embedding (up to the fine-tuned top convolutions, which are part of the network); the output
+`new_mel` is fed back like the others. `StreamingTFLite` is the reference loop:
 it aligns hops to the clip models' frames and emits scores every `clip_stride_ms` with the
 window times of `score_stream`.
 
@@ -42,9 +50,7 @@ from kws_core.infra.errors import ConfigError, KwsError
 
 STREAMING_TFLITE = "model_streaming.tflite"
 STREAMING_INT8_TFLITE = "model_streaming_int8.tflite"
-STREAMING_FRONT_ENDS = ("mfcc", "logmel", "average")
-INPUTS = ("pcm", "pcm_tail", "frames")
-OUTPUTS = ("scores", "new_pcm_tail", "new_frames")
+STREAMING_FRONT_ENDS = ("mfcc", "logmel", "average", "embedding")
 # Export-time check: streaming vs clip-model scores on a synthetic stream. Measured differences
 # are ~1e-6 (tests/test_streaming_export.py); 100x that catches a wrong graph.
 CHECK_TOLERANCE = 1e-4
@@ -57,11 +63,45 @@ def check_streamable(spec: FeatureSpec) -> None:
             f"export.streaming: the {spec.preprocess} front end is not supported yet (only "
             f"{', '.join(STREAMING_FRONT_ENDS)}); export without --streaming"
         )
+    if spec.preprocess == "embedding":
+        from kws_core.features import speech_embedding as se
+
+        if spec.window_stride_samples // se.MEL_HOP >= se.WINDOW_FRAMES:
+            raise ConfigError(
+                "export.streaming: needs features.embedding_hop_ms shorter than the embedding's "
+                f"{se.WINDOW_FRAMES * se.MEL_HOP * 1000 // se.SAMPLE_RATE} ms of mel frames "
+                f"(got {spec.embedding_hop_ms})"
+            )
+        return
     if spec.window_size_samples <= spec.window_stride_samples:
         raise ConfigError(
             "export.streaming: needs features.window_size_ms longer than "
             f"features.window_stride_ms (got {spec.window_size_ms} and {spec.window_stride_ms})"
         )
+
+
+def state_shapes(spec: FeatureSpec) -> dict[str, list[int]]:
+    """The state inputs in signature order, name -> shape (each output `new_<name>`)."""
+    check_streamable(spec)
+    if spec.preprocess == "embedding":
+        from kws_core.features import speech_embedding as se
+
+        hop_frames = spec.window_stride_samples // se.MEL_HOP
+        return {
+            "pcm_tail": [1, se.MEL_WINDOW - se.MEL_HOP],
+            "mel": [1, se.WINDOW_FRAMES - hop_frames, se.MEL_BINS],
+            "frames": [1, *spec.shape],
+        }
+    return {
+        "pcm_tail": [1, spec.window_size_samples - spec.window_stride_samples],
+        "frames": [1, *spec.shape],
+    }
+
+
+def io_names(spec: FeatureSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input names, output names) of `spec`'s streaming model."""
+    states = tuple(state_shapes(spec))
+    return ("pcm", *states), ("scores", *(f"new_{s}" for s in states))
 
 
 def one_frame_spec(spec: FeatureSpec) -> FeatureSpec:
@@ -78,23 +118,39 @@ def streaming_function(norm, body, spec: FeatureSpec, scope: str = "front_end") 
     normalisation under name scope `scope` (the int8 model keeps them float)."""
     import tensorflow as tf
 
-    check_streamable(spec)
-    one, hop = one_frame_spec(spec), spec.window_stride_samples
-    tail = spec.window_size_samples - hop
-    sig = [
-        tf.TensorSpec([1, hop], tf.float32, name="pcm"),
-        tf.TensorSpec([1, tail], tf.float32, name="pcm_tail"),
-        tf.TensorSpec([1, *spec.shape], tf.float32, name="frames"),
-    ]
+    shapes, hop = state_shapes(spec), spec.window_stride_samples
+    sig = [tf.TensorSpec([1, hop], tf.float32, name="pcm")]
+    sig += [tf.TensorSpec(shape, tf.float32, name=name) for name, shape in shapes.items()]
+
+    def scored(frames, frame, new: dict) -> dict:
+        frames = tf.concat([frames[:, 1:], frame], axis=1)
+        scores = tf.nn.softmax(body(frames, training=False))
+        return {"scores": scores, **new, "new_frames": frames}
+
+    if spec.preprocess == "embedding":
+        from kws_core.features import speech_embedding as se
+
+        hop_frames = hop // se.MEL_HOP
+
+        @tf.function(input_signature=sig)
+        def embedding_step(pcm, pcm_tail, mel, frames):
+            with tf.name_scope(scope):
+                window = tf.concat([pcm_tail, pcm], axis=1)  # the samples of hop_frames mel frames
+                mels = tf.concat([mel, se.mel_model()(window * se.PCM_SCALE)], axis=1)
+                frame = norm(se.embed_windows(mels, spec.embedding_finetune_layers)[:, None])
+            new = {"new_pcm_tail": window[:, hop:], "new_mel": mels[:, hop_frames:]}
+            return scored(frames, frame, new)
+
+        return embedding_step
+
+    one = one_frame_spec(spec)
 
     @tf.function(input_signature=sig)
     def step(pcm, pcm_tail, frames):
         with tf.name_scope(scope):
             window = tf.concat([pcm_tail, pcm], axis=1)
             frame = norm(compute_features(window, one))  # [1, 1, bins]
-            frames = tf.concat([frames[:, 1:], frame], axis=1)
-        scores = tf.nn.softmax(body(frames, training=False))
-        return {"scores": scores, "new_pcm_tail": window[:, hop:], "new_frames": frames}
+        return scored(frames, frame, {"new_pcm_tail": window[:, hop:]})
 
     return step
 
@@ -111,11 +167,11 @@ def _named_converter(fn) -> Any:
 
     frozen = convert_variables_to_constants_v2(fn)
     names = sorted(fn.structured_outputs)  # tf.nest flattens a dict in sorted key order
-
-    @tf.function(input_signature=fn.structured_input_signature[0])
-    def named(pcm, pcm_tail, frames):
-        return dict(zip(names, frozen(pcm, pcm_tail, frames), strict=True))
-
+    # (the signature's input names are the TensorSpecs' names)
+    named = tf.function(
+        lambda *state: dict(zip(names, frozen(*state), strict=True)),
+        input_signature=fn.structured_input_signature[0],
+    )
     conv = tf.lite.TFLiteConverter.from_concrete_functions(
         [named.get_concrete_function()], trackable_obj=tf.Module()
     )
@@ -138,17 +194,11 @@ def streaming_tflite_int8(
     import tensorflow as tf
 
     fn = streaming_function(norm, body, spec, scope).get_concrete_function()
-    hop, w = spec.window_stride_samples, spec.window_size_samples
-    feats = norm(compute_features(tf.constant(audio, tf.float32), spec)).numpy()
-    last = (spec.spectrogram_length - 1) * hop + w  # where the clip's last frame ends
+    states = _last_hop_states(norm, spec, audio)
 
     def samples():
-        for clip, frames in zip(audio, feats, strict=True):
-            yield {
-                "pcm": clip[None, last - hop : last].astype(np.float32),
-                "pcm_tail": clip[None, last - w : last - hop].astype(np.float32),
-                "frames": frames[None],
-            }
+        for i in range(len(audio)):
+            yield {name: value[i : i + 1] for name, value in states.items()}
 
     conv = _named_converter(fn)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -175,6 +225,32 @@ def streaming_tflite_int8(
         ),
     )
     return debugger.get_nondebug_quantized_model()
+
+
+def _last_hop_states(norm, spec: FeatureSpec, audio: np.ndarray) -> dict[str, np.ndarray]:
+    """The inputs of the invoke that completes each clip's last frame (`[clips, ...]` per
+    input name): calibration data that covers what the network sees on whole clips."""
+    import tensorflow as tf
+
+    hop, w = spec.window_stride_samples, spec.window_size_samples
+    clips = tf.constant(audio, tf.float32)
+    last = (spec.spectrogram_length - 1) * hop + w  # where the clip's last frame ends
+    out = {
+        "pcm": audio[:, last - hop : last],
+        "frames": norm(compute_features(clips, spec)).numpy(),
+    }
+    if spec.preprocess != "embedding":
+        return {**out, "pcm_tail": audio[:, last - w : last - hop]}
+    from kws_core.features import speech_embedding as se
+
+    tail, kept = state_shapes(spec)["pcm_tail"][1], state_shapes(spec)["mel"][1]
+    first = (spec.spectrogram_length - 1) * (hop // se.MEL_HOP)  # the last embedding's mel frames
+    mel = se.mel_model()(clips[:, :last] * se.PCM_SCALE).numpy()
+    return {
+        **out,
+        "pcm_tail": audio[:, last - hop - tail : last - hop],
+        "mel": mel[:, first : first + kept],
+    }
 
 
 def streaming_io(path: Path) -> dict:
@@ -244,10 +320,12 @@ class StreamingTFLite:
             raise KwsError("StreamingTFLite: a model given as content needs its spec and labels")
         self.spec, self.labels = spec, labels
         self._run = interp.get_signature_runner()
-        if set(self._run.get_input_details()) != set(INPUTS) or set(
+        inputs, outputs = io_names(spec)
+        if set(self._run.get_input_details()) != set(inputs) or set(
             self._run.get_output_details()
-        ) != set(OUTPUTS):
-            raise KwsError(f"{path}: not a streaming model (inputs {', '.join(INPUTS)} expected)")
+        ) != set(outputs):
+            raise KwsError(f"{path}: not a streaming model (inputs {', '.join(inputs)} expected)")
+        self._shapes = state_shapes(spec)
         self.hop = spec.window_stride_samples
         stride = round(clip_stride_ms * spec.sample_rate / 1000)
         if stride < self.hop or stride % self.hop:
@@ -260,12 +338,11 @@ class StreamingTFLite:
 
     def reset(self) -> None:
         """Zero state: the next sample pushed starts a new stream."""
-        spec, w = self.spec, self.spec.window_size_samples
+        w = self.spec.window_size_samples
         pad = (-w) % self.hop
         self._lead = (w + pad) // self.hop  # invokes until the first frame is a real one
         self._pending = np.zeros(pad, np.float32)
-        self._tail = np.zeros((1, w - self.hop), np.float32)
-        self._frames = np.zeros((1, *spec.shape), np.float32)
+        self._state = {name: np.zeros(shape, np.float32) for name, shape in self._shapes.items()}
         self._invokes = 0
         self._ready: list[tuple[int, np.ndarray]] = []  # (window, scores) awaiting samples
         self.samples_seen = 0
@@ -277,12 +354,9 @@ class StreamingTFLite:
         self._pending = np.concatenate([self._pending, pcm])
         length, n = self.spec.spectrogram_length, len(self._pending) // self.hop
         for i in range(n):
-            out = self._run(
-                pcm=self._pending[None, i * self.hop : (i + 1) * self.hop],
-                pcm_tail=self._tail,
-                frames=self._frames,
-            )
-            self._tail, self._frames = out["new_pcm_tail"], out["new_frames"]
+            hop = self._pending[None, i * self.hop : (i + 1) * self.hop]
+            out = self._run(pcm=hop, **self._state)
+            self._state = {name: out[f"new_{name}"] for name in self._state}
             self._invokes += 1
             first = self._invokes - self._lead - (length - 1)  # first frame in the buffer
             if first >= 0 and first % self.step == 0:

@@ -333,10 +333,18 @@ def embed(audio, hop_frames: int, top_layers: int = 0):
     mel = mel_model()(audio[:, :used] * PCM_SCALE)  # [batch, frames, 32]
     index = np.arange(n)[:, None] * hop_frames + np.arange(WINDOW_FRAMES)[None, :]
     windows = tf.gather(mel, tf.constant(index, tf.int32), axis=1)  # [batch, n, 76, 32]
-    x = tf.reshape(floor_and_scale(windows), [-1, WINDOW_FRAMES, MEL_BINS, 1])
-    if top_layers:
-        return tf.reshape(bottom_model(top_layers)(x), [-1, n, int(np.prod(cut_shape(top_layers)))])
-    return tf.reshape(embedding_model()(x), [-1, n, EMBEDDING_DIM])
+    x = embed_windows(tf.reshape(windows, [-1, WINDOW_FRAMES, MEL_BINS]), top_layers)
+    return tf.reshape(x, [-1, n, x.shape[-1]])
+
+
+def embed_windows(windows, top_layers: int = 0):
+    """`[n, 76, 32]` dB mel windows (`mel_model` output) -> `[n, width]` front-end frames: the
+    embedding (width 96), or with `top_layers` the flattened activations below them."""
+    import tensorflow as tf
+
+    x = tf.expand_dims(floor_and_scale(windows), -1)
+    net = bottom_model(top_layers) if top_layers else embedding_model()
+    return tf.reshape(net(x), [-1, int(np.prod(cut_shape(top_layers)))])
 
 
 def tracked_models(top_layers: int = 0) -> list:
