@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from kws_core.config import Params, StreamConfig
-from kws_core.data.manifest import build_manifest
+from kws_core.data.manifest import build_manifest, write_manifest
 from kws_core.demo.models import StreamingExport, load_demo_model
 from kws_core.demo.server import (
     DemoConfig,
@@ -50,8 +50,11 @@ def tiny_project(root: Path, **over: Any) -> tuple[Params, Path]:
     """Params and the saved_model of a small export (~10 s) that learns one tone pitch per
     word (`learnable`): yes and no are keywords, cat is an unknown word. `over`: params keys."""
     data = build_tiny_dataset(root / "data", WORDS, 60, learnable=True)
-    p = learned_params(root, **({"wanted_words": "yes,no"} | over))
-    manifest = build_manifest(p.data, data, progress=False).manifest
+    base = {"wanted_words": "yes,no", "manifest_dir": str(root / "manifest")}
+    p = learned_params(root, **(base | over))
+    built = build_manifest(p.data, data, progress=False)
+    write_manifest(built, root / "manifest")  # for the streaming test-stream generator
+    manifest = built.manifest
     train(p, manifest, data, progress=False, log=lambda _m: None, track=False)
     return p, export_model(p, "best", manifest=manifest).saved_model
 
