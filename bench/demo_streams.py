@@ -22,8 +22,8 @@ import numpy as np
 
 import kws_core  # noqa: F401  (before TensorFlow: sets its oneDNN default)
 from kws_core.config import StreamConfig
+from kws_core.demo.models import DemoModel, load_demo_model
 from kws_core.demo.server import DemoServer
-from kws_core.export.loader import ExportedModel
 
 CHUNK_MS = 40
 BUDGET_MS = 300
@@ -62,7 +62,7 @@ def one_client(srv: DemoServer, seconds: float, seed: int, out: list) -> None:
     out.append((latencies, behind))
 
 
-def run(model: ExportedModel, stride_ms: int, clients: int, seconds: float) -> dict:
+def run(model: DemoModel, stride_ms: int, clients: int, seconds: float) -> dict:
     srv = DemoServer(model, StreamConfig(clip_stride_ms=stride_ms), port=0, max_clients=clients)
     srv.start_thread()
     results: list = []
@@ -86,12 +86,16 @@ def run(model: ExportedModel, stride_ms: int, clients: int, seconds: float) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--graph", required=True, help="saved_model folder or .tflite file")
+    ap.add_argument(
+        "--graph",
+        required=True,
+        help="saved_model folder or .tflite file (model_streaming.tflite too)",
+    )
     ap.add_argument("--clients", default="1,4,8,16")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clip_stride_ms", type=int, default=30)
     args = ap.parse_args()
-    model = ExportedModel.load(args.graph)
+    model = load_demo_model(args.graph)
     for n in (int(c) for c in args.clients.split(",")):
         r = run(model, args.clip_stride_ms, n, args.seconds)
         print(

@@ -118,7 +118,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "stream-eval":
             p.add_argument("--graph", help="default: the saved_model of export.output_file")
         if name == "demo":
-            p.add_argument("--graph", help="default: the saved_model of export.output_file")
+            p.add_argument(
+                "--graph",
+                help="default: the saved_model of export.output_file; any clip model of an "
+                "export, or its model_streaming.tflite (kws freeze --streaming)",
+            )
             p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
             p.add_argument("--port", type=int, default=8000, help="default 8000; 0 = any free")
             p.add_argument(
@@ -416,8 +420,8 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(params: Params, args: argparse.Namespace) -> int:
+    from kws_core.demo.models import load_demo_model, model_info
     from kws_core.demo.server import DemoServer
-    from kws_core.export.loader import ExportedModel
 
     graph = Path(args.graph) if args.graph else params.layout.export_dir / "saved_model"
     if not args.graph and not graph.exists():
@@ -425,10 +429,12 @@ def cmd_demo(params: Params, args: argparse.Namespace) -> int:
             f"no export at {graph} (export.output_file): run `kws freeze` (or `make run`) "
             "first, or pass --graph MODEL"
         )
-    model = ExportedModel.load(graph)  # a bad path is one line, before anything listens
+    model = load_demo_model(graph)  # a bad path is one line, before anything listens
     server = DemoServer(model, params.stream, args.host, args.port, args.max_clients)
+    info = model_info(model)
     print(
-        f"model        {graph} ({model.meta.get('architecture', '?')}, {len(model.labels)} labels)"
+        f"model        {graph} ({info['architecture']}, {len(model.labels)} labels; "
+        f"{info['runs_as'].split(' (')[0]})"
     )
     print(f"kws demo on  {server.url}  (Ctrl-C stops it)", flush=True)
     try:

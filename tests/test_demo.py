@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import struct
 import subprocess
@@ -12,14 +13,16 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from kws_core.config import StreamConfig
-from kws_core.data.manifest import build_manifest
+from kws_core.config import Params, StreamConfig
+from kws_core.data.manifest import build_manifest, write_manifest
+from kws_core.demo.models import StreamingExport, load_demo_model
 from kws_core.demo.server import (
     DemoConfig,
     DemoServer,
@@ -28,8 +31,10 @@ from kws_core.demo.server import (
     origin_allowed,
 )
 from kws_core.export.loader import ExportedModel
+from kws_core.export.streaming_tflite import STREAMING_TFLITE
 from kws_core.export.writer import export_model
 from kws_core.infra.errors import ConfigError, KwsError
+from kws_core.streaming.recognize import recognize_settings, recognize_stream
 from kws_core.streaming.run import score_stream
 from kws_core.training.loop import train
 from tests.conftest import build_tiny_dataset, tone
@@ -41,14 +46,22 @@ RATE = 16000
 WORDS = ["yes", "no", "cat"]  # cat: an unknown word
 
 
-def tiny_export(root: Path) -> Path:
-    """A small export (~10 s) that learns one tone pitch per word (`learnable`): yes and no
-    are keywords, cat is an unknown word."""
+def tiny_project(root: Path, **over: Any) -> tuple[Params, Path]:
+    """Params and the saved_model of a small export (~10 s) that learns one tone pitch per
+    word (`learnable`): yes and no are keywords, cat is an unknown word. `over`: params keys."""
     data = build_tiny_dataset(root / "data", WORDS, 60, learnable=True)
-    p = learned_params(root, wanted_words="yes,no")
-    manifest = build_manifest(p.data, data, progress=False).manifest
+    base = {"wanted_words": "yes,no", "manifest_dir": str(root / "manifest")}
+    p = learned_params(root, **(base | over))
+    built = build_manifest(p.data, data, progress=False)
+    write_manifest(built, root / "manifest")  # for the streaming test-stream generator
+    manifest = built.manifest
     train(p, manifest, data, progress=False, log=lambda _m: None, track=False)
-    return export_model(p, "best", manifest=manifest).saved_model
+    return p, export_model(p, "best", manifest=manifest).saved_model
+
+
+def tiny_export(root: Path, **over: Any) -> Path:
+    """The saved_model of `tiny_project`."""
+    return tiny_project(root, **over)[1]
 
 
 def word_stream(words: list[str], lead_s: float = 1.0, gap_s: float = 0.5) -> np.ndarray:
@@ -77,7 +90,8 @@ def frame(pcm: np.ndarray, seq: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> ExportedModel:
-    return ExportedModel.load(tiny_export(tmp_path_factory.mktemp("demo")))
+    # with model_streaming.tflite beside the clip models (kws freeze --streaming)
+    return ExportedModel.load(tiny_export(tmp_path_factory.mktemp("demo"), streaming=True))
 
 
 @pytest.fixture(scope="module")
@@ -325,6 +339,80 @@ def test_a_failing_model_call_ends_that_stream_only(server, monkeypatch):
     assert len(stream_through(server, tone_stream(2))["windows"]) == 34
 
 
+# ------------------------------------------------------------------ the streaming export
+@pytest.fixture(scope="module")
+def streaming_server(model):
+    streaming = load_demo_model(model.path.parent / STREAMING_TFLITE)
+    assert isinstance(streaming, StreamingExport)
+    srv = DemoServer(streaming, StreamConfig(clip_stride_ms=30), port=0)
+    srv.start_thread()
+    yield srv
+    srv.stop()
+
+
+def test_a_streaming_export_gives_the_offline_detections_through_the_socket(
+    model, streaming_server
+):
+    words = ["yes", "no", "cat", "no"]
+    pcm = word_stream(words, lead_s=0.5)
+    out = stream_through(streaming_server, pcm)
+    # offline: the clip model over the whole stream, the decoder `kws test-streaming-accuracy`
+    # runs, with the server's settings
+    stream = streaming_server.cfg.stream
+    sent = np.round(np.clip(pcm, -1, 1) * 32767) / 32768  # what the int16 frames carry
+    offline = score_stream(model, sent, stream.clip_stride_ms)
+    want = recognize_stream(
+        offline.scores, offline.times_ms, model.labels, **recognize_settings(stream)
+    )
+    got = [(d["label"], d["t"]) for d in out["detections"]]
+    assert got == [(d.label, d.time_ms) for d in want]
+    assert [label for label, _ in got] == heard(words)
+    assert [w["t"] for w in out["windows"]] == offline.times_ms.tolist()
+    scores = np.array([w["scores"] for w in out["windows"]])
+    np.testing.assert_allclose(scores, offline.scores, atol=1e-4)  # JSON rounds to 4 digits
+    assert out["spectrogram"] >= 495  # the picture does not depend on the model
+
+
+def test_the_page_is_told_it_runs_the_streaming_model(model, server, streaming_server):
+    for srv, streaming in ((streaming_server, True), (server, False)):
+        with client(srv) as ws:
+            info = recv(ws, "hello")["model"]
+        assert info["streaming"] is streaming
+        assert ("streaming model" in info["runs_as"]) is streaming, info
+        assert info["path"].endswith(STREAMING_TFLITE) is streaming
+    with urllib.request.urlopen(streaming_server.url + "/api/model") as r:
+        assert json.loads(r.read())["input"] == "pcm hop + state"
+
+
+def test_a_streaming_model_with_a_stride_it_cannot_run_is_one_line(model):
+    streaming = load_demo_model(model.path.parent / STREAMING_TFLITE)
+    with pytest.raises(KwsError, match="stream.clip_stride_ms: 25 ms is not a whole number") as e:
+        DemoServer(streaming, StreamConfig(clip_stride_ms=25), port=0)
+    assert "\n" not in str(e.value)
+
+
+def test_a_damaged_streaming_model_is_one_line(model, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(model.path.parent, export)
+    graph = export / STREAMING_TFLITE
+    graph.write_bytes(graph.read_bytes()[:-16] + bytes(16))
+    with pytest.raises(KwsError, match=f"export damaged: {STREAMING_TFLITE}") as e:
+        load_demo_model(graph)
+    assert "\n" not in str(e.value)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kws_core.cli", "demo", "--graph", str(graph), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"kws demo: error: export damaged: {STREAMING_TFLITE}" in proc.stderr
+    # a streaming entry without its file: the plain "no such model" line
+    graph.unlink()
+    with pytest.raises(KwsError, match="no such model"):
+        load_demo_model(graph)
+
+
 # ------------------------------------------------------------------ the CLI
 def test_cli_bad_model_path_is_one_line_before_serving(tmp_path):
     proc = subprocess.run(
@@ -365,9 +453,11 @@ def test_origin_rules_by_bind_address(model):
     assert not allowed("127.0.0.1", None, "127.0.0.1:8000")
 
 
-def test_cli_serves_the_page_and_stops_on_ctrl_c(model):
+@pytest.mark.parametrize("graph", ["saved_model", STREAMING_TFLITE])
+def test_cli_serves_the_page_and_stops_on_ctrl_c(model, graph):
+    path = model.path.parent / graph
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kws_core.cli", "demo", "--graph", str(model.path), "--port", "0"],
+        [sys.executable, "-m", "kws_core.cli", "demo", "--graph", str(path), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -375,10 +465,11 @@ def test_cli_serves_the_page_and_stops_on_ctrl_c(model):
     try:
         lines = [proc.stdout.readline() for _ in range(2)]
         assert lines[0].startswith("model ") and "low_latency_conv" in lines[0], lines
+        assert ("streaming model" in lines[0]) == (graph == STREAMING_TFLITE), lines
         url = lines[1].split()[3]
         assert url.startswith("http://127.0.0.1:"), lines
         with urllib.request.urlopen(url + "/api/model", timeout=10) as r:
-            assert json.loads(r.read())["path"] == str(model.path)
+            assert json.loads(r.read())["path"] == str(path)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert "Traceback" not in proc.stderr.read()

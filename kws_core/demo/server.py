@@ -34,14 +34,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import ValidationError
 
 from kws_core.config import SILENCE_LABEL, StreamConfig
-from kws_core.export.loader import ExportedModel
+from kws_core.demo.models import DemoModel, StreamingExport, live_scorer, model_info
 from kws_core.infra.errors import ConfigError, KwsError
 from kws_core.streaming.recognize import (
     RecognizeCommands,
     check_decoder_settings,
     recognize_settings,
 )
-from kws_core.streaming.session import StreamingSession
 
 log = logging.getLogger("kws.demo")
 
@@ -101,7 +100,7 @@ class SpectrogramColumns:
 # ------------------------------------------------------------------ one stream
 @dataclass
 class DemoConfig:
-    model: ExportedModel
+    model: DemoModel
     stream: StreamConfig
     host: str = "127.0.0.1"
     port: int = 8000
@@ -142,14 +141,14 @@ class Session:
         self.stream = cfg.stream
         self.started = False
         self.rate = cfg.model.spec.sample_rate
-        # Stateful: each hop computes only its new feature frames (kws_core.streaming.session).
         # Its own TFLite interpreters: made once per connection, in the model thread.
-        self.scorer = StreamingSession(cfg.model, self.stream.clip_stride_ms)
+        self.scorer = live_scorer(cfg.model, self.stream.clip_stride_ms)
         self.reset()
 
     def reset(self) -> None:
         model = self.cfg.model
         self.scorer.reset()
+        self.samples_seen = 0
         self.decoder = RecognizeCommands(model.labels, **recognize_settings(self.stream))
         self.spectrogram = SpectrogramColumns(model.spec.sample_rate)
         self.rate_t0: float | None = None
@@ -167,7 +166,7 @@ class Session:
         now = time.monotonic()
         if self.rate_t0 is None:
             self.rate_t0 = now
-        ahead = (self.scorer.state.samples_seen + n_samples) / self.rate - (now - self.rate_t0)
+        ahead = (self.samples_seen + n_samples) / self.rate - (now - self.rate_t0)
         if ahead > self.cfg.burst_s:
             return (
                 f"audio arrives faster than real time ({ahead:.1f} s ahead, at most "
@@ -178,6 +177,7 @@ class Session:
     def feed(self, pcm: np.ndarray, seq: int) -> dict[str, Any]:
         """Score the new audio (runs in the model thread); the `results` message."""
         windows, detections = [], []
+        self.samples_seen += len(pcm)
         for t, scores in self.scorer.push(pcm):
             r = self.decoder.process_latest_result(scores, t)
             windows.append({"t": int(t), "scores": [round(float(s), 4) for s in scores]})
@@ -188,7 +188,7 @@ class Session:
         return {
             "type": "results",
             "seq": seq,
-            "audio_ms": self.scorer.state.samples_seen * 1000 // self.rate,
+            "audio_ms": self.samples_seen * 1000 // self.rate,
             "windows": windows,
             "detections": detections,
             "spectrogram": self.spectrogram.push(pcm),
@@ -230,18 +230,6 @@ def origin_allowed(origin: str | None, host_header: str | None, cfg: DemoConfig)
     if not origin or origin != f"http://{host_header}":
         return False
     return host_allowed(host_header, cfg)
-
-
-def model_info(model: ExportedModel) -> dict[str, Any]:
-    return {
-        "path": str(model.path),
-        "architecture": model.meta.get("architecture", "?"),
-        "labels": model.labels,
-        "input": model.meta["input"],
-        "features": model.spec.describe(),
-        "sample_rate": model.spec.sample_rate,
-        "clip_duration_ms": model.spec.clip_duration_ms,
-    }
 
 
 def create_app(cfg: DemoConfig):
@@ -475,7 +463,7 @@ class DemoServer:
 
     def __init__(
         self,
-        model: ExportedModel,
+        model: DemoModel,
         stream: StreamConfig,
         host: str = "127.0.0.1",
         port: int = 8000,
@@ -486,6 +474,8 @@ class DemoServer:
         if max_clients < 1:
             raise ConfigError(f"--max_clients {max_clients}: must be at least 1")
         check_decoder_settings(stream, model.spec.clip_duration_ms)
+        if isinstance(model, StreamingExport):  # a stride it cannot run: one line, not per client
+            model.scorer(stream.clip_stride_ms)
         self.sock = bind_socket(host, port)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.cfg = DemoConfig(model, stream, host, self.port, max_clients)

@@ -7,7 +7,11 @@ const COLORS = ["#e53935", "#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00acc1"
   "#6d4c41", "#d81b60", "#3949ab", "#7cb342", "#546e7a"];
 const state = {
   ws: null, hello: null, rate: 16000, seq: 0, sentAt: new Map(), history: [], latencies: [],
-  windows: 0, detections: [], source: null, stopSource: null,
+  windows: 0, detections: [], source: null, stopSource: null, audioMs: 0,
+  // Detection latency: when a detection is shown minus when the audio at the end of its window
+  // was captured. capture.start is the performance.now() time of the current source's stream
+  // time 0, so stream time t (ms) was captured at capture.start + t.
+  capture: { start: null, offset: Infinity, startCtx: null }, detectionLatencies: [],
 };
 window.kwsDemo = state; // read by the browser tests
 
@@ -55,7 +59,8 @@ function onHello(msg) {
   $("mic").disabled = false;
   const m = msg.model;
   const rows = [["path", m.path], ["architecture", m.architecture], ["labels", m.labels.join(", ")],
-    ["input", m.input], ["features", m.features], ["clip stride", `${msg.clip_stride_ms} ms`]];
+    ["runs as", m.runs_as], ["input", m.input], ["features", m.features],
+    ["clip stride", `${msg.clip_stride_ms} ms`]];
   $("model").replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement("dt"); dt.textContent = k;
     const dd = document.createElement("dd"); dd.textContent = v;
@@ -92,15 +97,25 @@ function onResults(msg) {
   if (msg.windows.length && sent !== undefined) {
     state.latencies.push(performance.now() - sent);
     if (state.latencies.length > 200) state.latencies.shift();
-    const sorted = [...state.latencies].sort((a, b) => a - b);
-    $("latency").textContent = `result latency ${sorted[sorted.length >> 1].toFixed(0)} ms (median)`;
   }
+  state.audioMs = msg.audio_ms;
   state.windows += msg.windows.length;
   for (const w of msg.windows) state.history.push(w);
   if (state.history.length > 240) state.history.splice(0, state.history.length - 240);
   for (const d of msg.detections) onDetection(d);
   drawChart();
   drawSpectrogram(msg.spectrogram);
+  showLatency();
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+function showLatency() {
+  const parts = [];
+  if (state.latencies.length) parts.push(`result ${median(state.latencies).toFixed(0)} ms after its chunk`);
+  const dl = state.detectionLatencies;
+  if (dl.length) parts.push(`detection ${median(dl).toFixed(0)} ms after its window's audio`);
+  $("latency").textContent = parts.length ? `latency (median): ${parts.join(", ")}` : "";
 }
 
 function onDetection(d) {
@@ -114,6 +129,12 @@ function onDetection(d) {
     tile.classList.add("lit");
     clearTimeout(tile.timer);
     tile.timer = setTimeout(() => tile.classList.remove("lit"), 1000);
+  }
+  if (state.capture.start !== null) {
+    // d.t is the detecting window's centre: its audio ends half a clip later
+    const windowEnd = d.t + state.hello.model.clip_duration_ms / 2;
+    d.latency_ms = performance.now() - (state.capture.start + windowEnd);
+    state.detectionLatencies.push(d.latency_ms);
   }
 }
 
@@ -176,6 +197,8 @@ function begin(source) {
   stopSource(true);
   state.source = source;
   state.history = [];
+  state.capture = { start: null, offset: Infinity, startCtx: null };
+  state.detectionLatencies = [];
   state.ws.send(JSON.stringify({ type: "start", sample_rate: state.rate }));
   $("stop").disabled = false;
 }
@@ -203,7 +226,7 @@ async function startMic() {
     });
     begin("microphone");
     $("mic").disabled = true;
-    node.port.onmessage = (ev) => sendPcm(ev.data);
+    node.port.onmessage = (ev) => onCaptured(ev.data);
     ctx.createMediaStreamSource(stream).connect(node);
     state.stopSource = () => {
       node.port.onmessage = null;
@@ -213,6 +236,19 @@ async function startMic() {
   } catch (e) {
     showError(`microphone: ${e.message || e}`);
   }
+}
+
+// A chunk from the worklet: `end` is the AudioContext time (s) of its last sample. The audio
+// clock is tied to performance.now() by the smallest (arrival - end) seen: no chunk arrives
+// before it was captured, so the fastest hand-over is the clocks' offset (the audio is then
+// counted as captured when the audio graph delivered it; the device's own input buffering
+// before that is not seen by the page).
+function onCaptured({ pcm, end }) {
+  const cap = state.capture;
+  cap.offset = Math.min(cap.offset, performance.now() - end * 1000);
+  if (cap.startCtx === null) cap.startCtx = end - pcm.byteLength / 2 / state.rate;
+  cap.start = cap.offset + cap.startCtx * 1000;
+  sendPcm(pcm);
 }
 
 async function playFile(file) {
@@ -230,6 +266,7 @@ async function playFile(file) {
     begin(`file ${file.name}`);
     const chunk = Math.round((state.rate * CHUNK_MS) / 1000);
     const t0 = performance.now();
+    state.capture.start = t0; // a file plays as if captured in real time from now
     let i = 0;
     const timer = setInterval(() => {
       // real-time pacing: send every chunk whose time has come

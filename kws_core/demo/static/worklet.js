@@ -1,6 +1,8 @@
 // AudioWorklet: microphone -> mono -> resampled to the model's rate -> int16 chunks posted to
 // the page. Down-sampling averages the input samples of each output interval (a box filter:
-// cheap anti-aliasing); up-sampling interpolates linearly.
+// cheap anti-aliasing); up-sampling interpolates linearly. Each chunk goes with `end`, the
+// AudioContext time (s) of the input sample that completed it: the page's capture clock for
+// measuring detection latency.
 class KwsCapture extends AudioWorkletProcessor {
   constructor(options) {
     super();
@@ -13,11 +15,11 @@ class KwsCapture extends AudioWorkletProcessor {
     this.prev = 0; // last input sample of the previous block
     this.acc = 0; this.accN = 0;
   }
-  emit(v) {
+  emit(v, end) {
     const s = Math.max(-1, Math.min(1, v));
     this.out[this.n++] = Math.round(s * 32767);
     if (this.n === this.chunk) {
-      this.port.postMessage(this.out.buffer, [this.out.buffer]);
+      this.port.postMessage({ pcm: this.out.buffer, end }, [this.out.buffer]);
       this.out = new Int16Array(this.chunk);
       this.n = 0;
     }
@@ -32,14 +34,17 @@ class KwsCapture extends AudioWorkletProcessor {
       for (let i = 0; i < len; i++) {
         this.acc += mono[i]; this.accN++;
         this.pos += 1;
-        if (this.pos >= this.ratio) { this.emit(this.acc / this.accN); this.acc = 0; this.accN = 0; this.pos -= this.ratio; }
+        if (this.pos >= this.ratio) {
+          this.emit(this.acc / this.accN, currentTime + (i + 1) / sampleRate);
+          this.acc = 0; this.accN = 0; this.pos -= this.ratio;
+        }
       }
     } else {
       // pos runs over [prev, mono[0], mono[1], ...]: index 0 is prev
       while (this.pos < len) {
         const i = Math.floor(this.pos), f = this.pos - i;
         const a = i === 0 ? this.prev : mono[i - 1], b = mono[i];
-        this.emit(a + (b - a) * f);
+        this.emit(a + (b - a) * f, currentTime + i / sampleRate);
         this.pos += this.ratio;
       }
       this.pos -= len;
