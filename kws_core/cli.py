@@ -342,7 +342,7 @@ def cmd_test_streaming_accuracy(params: Params, args: argparse.Namespace) -> int
     sc = result.scores
     print(
         f"{len(sc.times_ms)} windows every {params.stream.clip_stride_ms} ms in "
-        f"{sc.seconds:.1f} s: real-time factor {sc.real_time_factor:.4f}"
+        f"{sc.seconds:.1f} s: real-time factor {sc.real_time_factor:.4f} ({sc.engine} engine)"
     )
     return 0
 

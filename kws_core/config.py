@@ -555,6 +555,12 @@ class StreamConfig(_Section):
         description="how often the model runs on the stream (a multiple of the front end's hop "
         "lets a stream compute each frame or embedding once)",
     )
+    engine: Literal["auto", "session", "batch"] = Field(
+        "auto",
+        description="how test-streaming-accuracy and stream-eval score a stream: session = "
+        "StreamingSession hop by hop (state kept), batch = windows in batches; auto = session "
+        "for the embedding front end, batch otherwise (the faster one)",
+    )
     average_window_ms: int = Field(1000, gt=0, description="RecognizeCommands averaging window")
     detection_threshold: float = Field(0.2, ge=0, le=1, description="average score to report")
     suppression_ms: int = Field(500, ge=0, description="quiet time after a detection")

@@ -177,6 +177,18 @@ def test_stream_accuracy_on_a_learned_model(trained):
     assert "% matched" in stats.summary() and "false accepts" in stats.summary()
     tfl = stream_accuracy(ExportedModel.load(export.tflite_float), files.wav, files.truth, p)
     assert tfl.stats.correct == stats.correct  # float TFLite: the same detections
+    assert result.scores.engine == "batch"  # auto: batch for an mfcc model
+    # the stateful session (stream.engine: session): scores within float noise of the batches
+    # (tests/test_stream_session.py), so the same detections
+    session = p.model_copy(deep=True)
+    session.stream.engine = "session"
+    live = stream_accuracy(model, files.wav, files.truth, session)
+    assert live.scores.engine == "session"
+    np.testing.assert_allclose(live.scores.scores, result.scores.scores, rtol=0, atol=1e-4)
+    assert [(d.time_ms, d.label) for d in live.detections] == [
+        (d.time_ms, d.label) for d in result.detections
+    ]
+    assert live.stats.to_dict() == result.stats.to_dict()
 
 
 def test_streaming_eval_writes_the_report_and_logs_it_to_the_training_run(trained):
@@ -189,6 +201,8 @@ def test_streaming_eval_writes_the_report_and_logs_it_to_the_training_run(traine
     assert r["negative_stream"]["duration_s"] == pytest.approx(120)
     assert r["negative_stream"]["keyword_words"] == 0
     assert 0 < r["real_time_factor"] < 1
+    assert r["engine"] == "batch"
+    assert any(line.endswith("batch engine)") for line in report.summary_lines())
     assert report.files["det_png"].read_bytes()[:4] == b"\x89PNG"
     assert "![DET curve](det_curve.png)" in report.files["report_md"].read_text()
     client = MlflowClient(p.train.mlflow_tracking_uri)
@@ -239,7 +253,7 @@ def test_cli_streaming_verbs(trained, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "% matched" in run.stdout and "per hour" in run.stdout
-    assert "real-time factor" in run.stdout
+    assert "real-time factor" in run.stdout and "(batch engine)" in run.stdout
     assert "(Correct)" in run.stdout or "(Wrong)" in run.stdout  # --verbose lists events
     labels.write_text("yes, 1000\nthis line is broken\n")
     run = _cli(

@@ -5,7 +5,9 @@ differ from `stream_features` by at most: mfcc 1.9e-6, logmel 4.8e-6, average 1.
 of the value: power, not log), embedding below the top 5 convolutions 1.4e-5 (values up to ~4),
 frozen embedding 1.2e-4 (5.3e-6 of the value, up to ~50). The scores differ by at most: untrained
 mfcc and logmel 7.5e-9, average 5.2e-8, trained mfcc 7.0e-7, the default embedding model 1.1e-5
-(scores spanning 0..1), frozen embedding 1.2e-5; the PCM path's are bit-exact.
+(scores spanning 0..1), frozen embedding 1.2e-5; the PCM path's are bit-exact. The embedding
+frames computed block by block (`_BlockEmbedder`) differ from `stream_features` as much as the
+whole-window ones: 1.4e-5 (top 5 convolutions), 1.1e-4 frozen (values up to ~58).
 Tolerances: scores 1e-4 absolute; features 1e-4 absolute plus 2e-5 relative.
 """
 
@@ -22,7 +24,7 @@ from kws_core.export.loader import ExportedModel
 from kws_core.export.writer import export_untrained
 from kws_core.features.front_end import stream_features
 from kws_core.infra.errors import KwsError
-from kws_core.streaming.run import score_stream
+from kws_core.streaming.run import resolve_engine, score_stream
 from kws_core.streaming.session import StreamingSession
 from tests.conftest import FAST_FLAGS
 
@@ -229,3 +231,42 @@ def test_sessions_keep_their_own_state(exports):
     for audio, out in ((a, got[0]), (b, got[1])):
         times = np.array([t for t, _ in out])
         assert_like_score_stream(model, audio, 80, times, np.stack([s for _, s in out]))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["embedding", "embedding_frozen"])
+def test_embedding_blocks_and_whole_windows_equal_score_stream(exports, mode, monkeypatch):
+    """Digital silence next to noise spans over 80 dB: those windows' floor clamps, so they
+    run whole; the rest come from the blocks. Both give the whole stream's frames."""
+    model = exports(mode)
+    audio = noise(6, seed=10)
+    audio[2 * RATE : 3 * RATE] = 0.0
+    session = StreamingSession(model, 80)
+    assert session._framer.blocks is not None
+    seen = recorded(session, monkeypatch)
+    times, scores = feed(session, audio, [1280, 5000, 311])
+    assert session.state.incremental > 10 and session.state.whole > 5
+    assert_like_score_stream(model, audio, 80, times, scores, seen)
+
+
+@pytest.mark.timeout(120)
+def test_session_engine_of_score_stream(exports):
+    """`score_stream(engine="session")`: the same windows as the batches, scores within
+    SCORE_TOL; "auto" takes it for the embedding front end only."""
+    model = exports("embedding")
+    audio = noise(5, seed=11)
+    audio[RATE : RATE + 8000] = 0.0
+    got = score_stream(model, audio, 80, engine="session")
+    want = score_stream(model, audio, 80, engine="batch")
+    assert (got.engine, want.engine) == ("session", "batch")
+    np.testing.assert_array_equal(got.times_ms, want.times_ms)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=SCORE_TOL)
+    assert got.seconds > 0 and got.audio_seconds == want.audio_seconds
+    assert resolve_engine(model, 80) == "session"
+    assert resolve_engine(model, 40) == "batch"  # not whole embedding hops: the PCM path
+    assert resolve_engine(exports("mfcc"), 30) == "batch"
+    assert resolve_engine(exports("mfcc"), 30, "session") == "session"
+    with pytest.raises(KwsError, match="stream.engine: 'fast' is not one of auto, session"):
+        score_stream(model, audio, 80, engine="fast")
+    with pytest.raises(KwsError, match="shorter than one"):
+        score_stream(model, audio[:8000], 80, engine="session")

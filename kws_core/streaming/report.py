@@ -7,7 +7,8 @@
    `stream_duration_s` (a word every ~`word_gap_ms`, `stream_unknown_fraction` unknown words,
    background noise) and a negative-only stream of `negative_duration_s` (noise and unknown
    words only);
-2. runs the exported model over both every `clip_stride_ms` and feeds RecognizeCommands;
+2. runs the exported model over both every `clip_stride_ms` (with the `stream.engine` that
+   `resolve_engine` picks, named in the report) and feeds RecognizeCommands;
 3. scores the keyword stream like the tutorial (matched / correct / wrong / false-positive %)
    plus the false-reject rate, and the negative stream for false accepts per hour;
 4. sweeps the detection threshold (FRR on the keyword stream against FA/h on the negative one),
@@ -213,7 +214,9 @@ def stream_accuracy(
     audio = load_any_wav(Path(wav), model.spec.sample_rate)
     stream_ms = 1000 * len(audio.samples) / audio.sample_rate
     truth = read_ground_truth(truth_path, model.labels, stream_ms, wav)
-    scored = score_stream(model, audio.samples, s.clip_stride_ms, progress=progress)
+    scored = score_stream(
+        model, audio.samples, s.clip_stride_ms, progress=progress, engine=s.engine
+    )
     settings = recognize_settings(s)
     if threshold is not None:
         settings["detection_threshold"] = threshold
@@ -247,7 +250,9 @@ class StreamReport:
                 f"target {target['fa_per_hour']} FA/h: threshold {target['threshold']:.2f} "
                 f"(false-reject rate there {_pct(target['false_reject_rate'])})"
             )
-        lines.append(f"real-time factor {r['real_time_factor']:.4f} ({r['model']})")
+        lines.append(
+            f"real-time factor {r['real_time_factor']:.4f} ({r['model']}, {r['engine']} engine)"
+        )
         return lines
 
 
@@ -333,6 +338,7 @@ def streaming_eval(
             "false_reject_rate": at_target,
             "reason": choice.reason,
         },
+        "engine": pos.scores.engine,
         "real_time_factor": seconds / audio,
         "processing_s": seconds,
         "audio_s": audio,
@@ -406,7 +412,7 @@ def _markdown(result: StreamReport, curve: pd.DataFrame) -> str:
             else r["target"]["reason"]
         )
         + " |",
-        f"| real-time factor | {r['real_time_factor']:.4f} |",
+        f"| real-time factor | {r['real_time_factor']:.4f} ({r['engine']} engine) |",
         "",
         "![DET curve](det_curve.png)",
         "",

@@ -11,21 +11,23 @@ Two paths, chosen once at construction (`StreamingSession.path`):
   features (`ExportedModel.scores_features`) and the stride is a whole number of front-end hops.
   A hop's samples are cut into the frames they complete, and only those frames are computed
   (NumPy, the front end's own constant matrices); for the embedding front end the samples give
-  new 10 ms mel frames and the mel frames give only the new embeddings (the pre-trained network,
-  one call a hop). The state keeps the samples the next frame needs, the mel frames the next
-  embedding needs and the feature frames of the windows not yet scored. The embedding network
-  and the model (a SavedModel's `features` signature) run as float TFLite conversions made
-  when the session starts, one window a call: an interpreter call costs ~0.05-0.5 ms where an
-  eager TensorFlow call costs ~1 ms (bench/stream_session.py).
+  new 10 ms mel frames and the mel frames give only the new embedding frame: the pre-trained
+  convolutions run on the hop's new mel frames alone, each keeping the rows the next hop needs
+  (`_BlockEmbedder`; windows whose mel frames span over 80 dB run whole, see there). The state
+  keeps the samples the next frame needs, the mel frames the next embedding needs, the
+  convolutions' rows and the feature frames of the windows not yet scored. The embedding
+  network and the model (a SavedModel's `features` signature) run as float TFLite conversions
+  made when the session starts (~1-3 s), one window a call on one thread: an interpreter call
+  costs ~0.05-0.5 ms where an eager TensorFlow call costs ~1 ms (bench/stream_session.py).
 * ``"pcm"``: anything else (`micro`, which carries state across frames; TFLite exports that take
   PCM; a stride that is not whole hops): each window is scored from its samples with
   `ExportedModel.scores`, as `score_stream` does then; the state keeps the last window's samples.
 
 The scores equal `score_stream` on the whole stream up to float noise: the NumPy front end
 (float64, then float32), TFLite's kernels and TensorFlow's float32 ops differ in the last bits
-(tests/test_stream_session.py states the measured bound). Offline evaluation
-(`kws test-streaming-accuracy`, `kws stream-eval`) stays on `score_stream`, which batches
-hundreds of windows per model call and so is faster on a file.
+(tests/test_stream_session.py states the measured bound). `session_scores` runs a session over
+a whole file: the "session" engine of `score_stream`, which `kws test-streaming-accuracy` and
+`kws stream-eval` use where it is the faster one (`kws_core.streaming.run.resolve_engine`).
 """
 
 from __future__ import annotations
@@ -37,11 +39,17 @@ from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from tqdm import tqdm
 
 from kws_core.export.loader import ExportedModel
 from kws_core.export.streaming_tflite import stream_samples
 from kws_core.features import front_end as fe
-from kws_core.streaming.run import _plan
+from kws_core.infra.errors import KwsError
+from kws_core.streaming.run import StreamScores, _plan, _too_short, window_starts
+
+# Hops a push when `session_scores` feeds a file: ~5 s at 80 ms; fewer Python calls than one
+# hop a push (3.7 vs 2.7 s for the 600 s default stream), the same scores whatever the size.
+FILE_HOPS = 64
 
 
 @dataclass
@@ -60,6 +68,13 @@ class SessionState:
     # feature frames from `frames_start` on (the windows not scored yet)
     frames: np.ndarray | None = None
     frames_start: int = 0
+    # incremental embedding: the convolutions' cached rows (flat), the last cut rows, the first
+    # mel frame of the next block, and how many embeddings came from it or from whole windows
+    conv_state: np.ndarray | None = None
+    cut: np.ndarray | None = None
+    next_block: int = 0
+    incremental: int = 0
+    whole: int = 0
     seconds: float = 0.0  # time spent in push (front end + model)
 
 
@@ -79,6 +94,7 @@ class _Framer:
             self.mel_w = np.asarray(w["1.melW"], np.float64)
             self.hop_frames = spec.window_stride_samples // se.MEL_HOP
             self.embed = _OneAtATime(_embedder_tflite(spec.embedding_finetune_layers))
+            self.blocks = _BlockEmbedder.make(spec.embedding_finetune_layers, self.hop_frames)
             return
         self.window = fe.periodic_hann(spec.window_size_samples)
         if mode == "mfcc":
@@ -110,13 +126,19 @@ class _Framer:
         return ((10.0 / np.log(10.0)) * np.log(np.maximum(mel, se.POWER_FLOOR))).astype(np.float32)
 
 
+def _interpreter(content: bytes) -> Any:
+    """A float TFLite interpreter on one thread: a second thread saves nothing on one window
+    and, on a busy machine, made 1 hop in 20 wait >5 ms for it (bench/stream_session.py)."""
+    from kws_core.export.loader import tflite_interpreter
+
+    return tflite_interpreter(model_content=content, num_threads=1)
+
+
 class _OneAtATime:
     """A TFLite model called one example at a time (batch 1: no re-allocation per hop)."""
 
     def __init__(self, content: bytes) -> None:
-        from kws_core.export.loader import tflite_interpreter
-
-        self.interp = tflite_interpreter(model_content=content)
+        self.interp = _interpreter(content)
         self.inp = self.interp.get_input_details()[0]["index"]
         self.out = self.interp.get_output_details()[0]["index"]
 
@@ -127,6 +149,170 @@ class _OneAtATime:
             self.interp.invoke()
             rows.append(self.interp.get_tensor(self.out)[0].copy())
         return np.stack(rows)
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """How the embedding's frozen convolutions run on `hop` new mel frames at a time."""
+
+    content: bytes  # TFLite: (mel rows [1, hop, 32], state [1, state_size]) -> (cut rows, state)
+    state_size: int
+    hop: int
+    cut_rows: int  # rows of one embedding frame at the cut (`cut_shape(top_layers)[0]`)
+    first_block: int  # first mel frame of the first block (<= 0: primes the cached rows)
+
+
+class _BlockEmbedder:
+    """The frozen embedding convolutions on each hop's new mel frames only, their rows cached.
+
+    The convolutions are valid in time (padded only across mel bins) and the pools in time do
+    not overlap, so with the hop a multiple of the pools' stride a window's rows at the cut are
+    rows of one long run over the stream: block b (mel frames `first_block + b * hop` on, each
+    convolution fed the rows it kept from the block before) gives the next `hop / stride` rows,
+    and the block ending with window k's last frame completes window k's embedding frame (its
+    last `cut_rows` rows). That is ~8x less arithmetic than the whole 76-frame window a hop.
+
+    Exact only where the window's top-80-dB floor (`floor_and_scale`, per window) clamps
+    nothing, i.e. its mel frames span at most 80 dB: other windows go through the whole-window
+    network (`_Framer.embed`), so results do not depend on which path ran. The first blocks
+    hold zero frames before the stream; they only reach rows before it, which no window uses.
+    """
+
+    def __init__(self, plan: _BlockPlan) -> None:
+        self.plan = plan
+        self.interp = _interpreter(plan.content)
+        ins = {tuple(d["shape"]): d["index"] for d in self.interp.get_input_details()}
+        outs = {tuple(d["shape"]): d["index"] for d in self.interp.get_output_details()}
+        self.rows_in = ins[(1, plan.hop, _mel_bins())]
+        self.state_in = ins[(1, plan.state_size)]
+        self.state_out = outs.pop((1, plan.state_size))
+        self.cut_out = outs.popitem()[1]
+
+    @staticmethod
+    def make(top_layers: int, hop: int) -> _BlockEmbedder | None:
+        """One for this cut and hop, None when they cannot run block by block."""
+        plan = _block_plan(top_layers, hop)
+        return _BlockEmbedder(plan) if plan is not None else None
+
+    def reset(self, s: SessionState) -> None:
+        s.conv_state = np.zeros((1, self.plan.state_size), np.float32)
+        s.cut = None
+        s.next_block = self.plan.first_block
+
+    def advance(self, s: SessionState, until: int) -> None:
+        """Run the blocks that start at or before mel frame `until` (frames from s.mel_start
+        on are in s.mel; earlier ones, before the stream, are zeros)."""
+        hop = self.plan.hop
+        while s.next_block <= until:
+            lo = s.next_block - s.mel_start
+            rows = s.mel[max(lo, 0) : lo + hop]
+            if len(rows) < hop:  # the stream's first frames: zeros before them
+                before = np.zeros((hop - len(rows), rows.shape[1]), np.float32)
+                rows = np.concatenate([before, rows])
+            self.interp.set_tensor(self.rows_in, rows[None])
+            self.interp.set_tensor(self.state_in, s.conv_state)
+            self.interp.invoke()
+            s.conv_state = self.interp.get_tensor(self.state_out)
+            new = self.interp.get_tensor(self.cut_out).reshape(-1, self._row_width(s))
+            s.cut = new if s.cut is None else np.concatenate([s.cut, new])[-self.plan.cut_rows :]
+            s.next_block += hop
+
+    def _row_width(self, s: SessionState) -> int:
+        return s.frames.shape[1] // self.plan.cut_rows
+
+    def frame(self, s: SessionState) -> np.ndarray:
+        """The embedding frame of the window whose last block ran last."""
+        return s.cut.reshape(-1)
+
+
+def _mel_bins() -> int:
+    from kws_core.features.speech_embedding import MEL_BINS
+
+    return MEL_BINS
+
+
+@functools.lru_cache(maxsize=4)
+def _block_plan(top_layers: int, hop: int) -> _BlockPlan | None:
+    """The block-by-block network below the top `top_layers` convolutions for a hop of `hop`
+    mel frames, or None when a convolution pads in time, a pool overlaps, or the hop is not a
+    multiple of the pools' stride in time (then windows are not rows of one run)."""
+    import tensorflow as tf
+
+    from kws_core.features import speech_embedding as se
+    from kws_core.infra.tf_import import quiet_converter
+
+    weights = se.onnx_weights(se.EMBEDDING_FILE)
+    stop = se.CONVOLUTIONS - top_layers
+    ops: list[tuple] = []
+    rows, width, channels = hop, se.MEL_BINS, 1
+    scale, offset = 1, 0  # a row here = mel frames [(s + offset) / scale ...) of a block at s
+    residues = []  # (modulus, residue): a block's first frame s must be residue mod modulus
+    state_size = n_conv = 0
+    for step in se._conv_layers():
+        index = n_conv if step["op"] == "conv" else n_conv - 1
+        if step["op"] == "conv":
+            n_conv += 1
+        if index >= stop:
+            break
+        if step["op"] == "conv":
+            kernel = weights[step["weight"]].transpose(2, 3, 1, 0)  # [h, w, in, out]
+            bias = weights[step["bias"]] if step["bias"] else np.zeros(kernel.shape[-1])
+            top, left, bottom, right = step["pads"]
+            if top or bottom:
+                return None
+            keep = kernel.shape[0] - 1  # rows of the block before that this one needs
+            ops.append(("conv", kernel, bias, (left, right), keep, width, channels))
+            state_size += keep * width * channels
+            offset -= keep * scale
+            width, channels = width + left + right - kernel.shape[1] + 1, kernel.shape[-1]
+        elif step["op"] == "act":
+            ops.append(("act", step["alpha"]))
+        else:
+            (size_t, size_f), (stride_t, stride_f) = step["size"], step["strides"]
+            if size_t != stride_t or rows % stride_t or hop % (scale * stride_t):
+                return None
+            residues.append((scale * stride_t, -offset % (scale * stride_t)))
+            ops.append(("pool", (size_t, size_f), (stride_t, stride_f)))
+            rows, scale = rows // stride_t, scale * stride_t
+            width = (width - size_f) // stride_f + 1
+    cut_rows = se.cut_shape(top_layers)[0]
+    # window k's cut rows are [k hop / scale, + cut_rows); its block ends with its last row
+    last = se.WINDOW_FRAMES - hop  # window 0's block
+    if (cut_rows - rows) * scale - offset != last or any(last % m != r for m, r in residues):
+        return None
+
+    def step_fn(mel_rows: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x = tf.expand_dims(mel_rows / 10.0 + 2.0, -1)  # floor_and_scale without the floor
+        at, kept = 0, []
+        for op in ops:
+            if op[0] == "conv":
+                _, kernel, bias, (left, right), keep, w, c = op
+                if keep:
+                    cached = tf.reshape(state[:, at : at + keep * w * c], [1, keep, w, c])
+                    at += keep * w * c
+                    x = tf.concat([cached, x], axis=1)
+                    kept.append(tf.reshape(x[:, -keep:], [1, keep * w * c]))
+                x = tf.pad(x, [[0, 0], [0, 0], [left, right], [0, 0]])
+                x = tf.nn.conv2d(x, tf.constant(kernel, tf.float32), 1, "VALID")
+                x = x + tf.constant(bias, tf.float32)
+            elif op[0] == "act":
+                x = tf.maximum(tf.nn.leaky_relu(x, op[1]), se.ACTIVATION_FLOOR)
+            else:
+                x = tf.nn.max_pool2d(x, op[1], op[2], "VALID")
+        return tf.reshape(x, [1, -1]), tf.concat(kept, axis=1)
+
+    fn = tf.function(
+        step_fn,
+        input_signature=[
+            tf.TensorSpec([1, hop, se.MEL_BINS], tf.float32),
+            tf.TensorSpec([1, state_size], tf.float32),
+        ],
+        autograph=False,
+    ).get_concrete_function()
+    with quiet_converter():
+        content = tf.lite.TFLiteConverter.from_concrete_functions([fn]).convert()
+    first = last - -(-last // hop) * hop  # the earliest block on the grid starting <= 0
+    return _BlockPlan(content, state_size, hop, cut_rows, first)
 
 
 @functools.lru_cache(maxsize=4)
@@ -204,6 +390,8 @@ class StreamingSession:
                 from kws_core.features.speech_embedding import MEL_BINS
 
                 self.state.mel = np.zeros((0, MEL_BINS), np.float32)
+                if self._framer.blocks is not None:
+                    self._framer.blocks.reset(self.state)
 
     @property
     def real_time_factor(self) -> float:
@@ -250,7 +438,7 @@ class StreamingSession:
                 s.pending_start += n * se.MEL_HOP
             windows, k = _take_windows(s.mel, se.WINDOW_FRAMES, f.hop_frames)
             if k:
-                new = f.embed(windows.transpose(0, 2, 1))
+                new = self._embeddings(windows.transpose(0, 2, 1))
                 s.frames = np.concatenate([s.frames, new])
                 s.mel = s.mel[k * f.hop_frames :]
                 s.mel_start += k * f.hop_frames
@@ -260,6 +448,27 @@ class StreamingSession:
             s.frames = np.concatenate([s.frames, f.spectral(frames)])
             s.pending = s.pending[n * self.hop :]
             s.pending_start += n * self.hop
+
+    def _embeddings(self, windows: np.ndarray) -> np.ndarray:
+        """Embedding frames of the next complete mel windows [k, 76, 32] (s.mel from the
+        first): from the blocks where the window's floor clamps nothing, else whole."""
+        from kws_core.features.speech_embedding import TOP_DB
+
+        s, f = self.state, self._framer
+        if f.blocks is None:
+            s.whole += len(windows)
+            return f.embed(windows)
+        out = np.zeros((len(windows), s.frames.shape[1]), np.float32)
+        for i, window in enumerate(windows):
+            # window k's block: the hop of mel frames that ends with the window
+            f.blocks.advance(s, s.mel_start + i * f.hop_frames + len(window) - f.hop_frames)
+            if float(window.max()) - float(window.min()) < TOP_DB:
+                out[i] = f.blocks.frame(s)
+                s.incremental += 1
+            else:
+                out[i] = f.embed(window[None])[0]
+                s.whole += 1
+        return out
 
     def _score_frames(self, total: int) -> np.ndarray:
         """Score windows up to `total` whose frames are all computed; drop unneeded frames."""
@@ -291,3 +500,32 @@ class StreamingSession:
         s.pending = s.pending[cut:]
         s.pending_start += cut
         return scores
+
+
+def session_scores(
+    model: ExportedModel, samples: np.ndarray, clip_stride_ms: float, progress: bool = False
+) -> StreamScores:
+    """`score_stream`'s result from one session fed the stream FILE_HOPS hops a push: the same
+    windows and times, scores equal up to float noise. `seconds` is the time spent in `push`,
+    as `score_stream`'s is its loop (not the session's TFLite conversions, ~1-3 s once)."""
+    session = StreamingSession(model, clip_stride_ms)
+    samples = np.asarray(samples, np.float32)
+    if samples.ndim != 1:
+        raise KwsError(f"the stream must be mono 1-D samples, got shape {samples.shape}")
+    expected = len(window_starts(len(samples), session.window, session.stride))
+    if expected == 0:
+        raise _too_short(len(samples), model.spec)
+    scores = np.zeros((expected, len(model.labels)), np.float32)
+    times = np.zeros(expected, np.int64)
+    done, hop = 0, session.stride * FILE_HOPS
+    with tqdm(total=expected, desc="stream", unit="win", disable=not progress, leave=False) as bar:
+        for i in range(0, len(samples), hop):
+            out = session.push(samples[i : i + hop])
+            for time_ms, row in out:
+                times[done], scores[done] = time_ms, row
+                done += 1
+            bar.update(len(out))
+    rate = model.spec.sample_rate
+    return StreamScores(
+        scores[:done], times[:done], session.state.seconds, len(samples) / rate, "session"
+    )
