@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
@@ -31,43 +30,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
 from kws_core.export.loader import ExportedModel
-from kws_core.features.front_end import FRAME_WISE, STREAM_BATCH, stream_features
+from kws_core.features.front_end import STREAM_BATCH, stream_features
 from kws_core.infra.errors import KwsError
+from kws_core.streaming.windows import StreamScores, stride_plan, too_short, window_starts
 
 CHUNK = 512  # windows per model call: 512 x 16000 float32 = 33 MB
 Engine = Literal["auto", "session", "batch"]
 ENGINES: tuple[str, ...] = get_args(Engine)
-
-
-@dataclass
-class StreamScores:
-    scores: np.ndarray  # [windows, labels]
-    times_ms: np.ndarray  # each window's centre in the stream, int64
-    seconds: float  # processing time
-    audio_seconds: float
-    engine: str = "batch"  # which path scored it: "batch" or "session"
-
-    @property
-    def real_time_factor(self) -> float:
-        """Processing time / audio time (0.01 = 100x faster than real time)."""
-        return self.seconds / self.audio_seconds if self.audio_seconds else float("nan")
-
-
-def window_starts(n_samples: int, window: int, stride: int) -> np.ndarray:
-    """Start sample of every full window (none when the stream is shorter than one window)."""
-    if n_samples < window:
-        return np.zeros(0, dtype=np.int64)
-    return np.arange(0, n_samples - window + 1, stride, dtype=np.int64)
-
-
-def _plan(model: ExportedModel, clip_stride_ms: float) -> tuple[int, bool]:
-    """(stride in samples, whether windows are scored from stream features computed once)."""
-    spec = model.spec
-    stride = round(clip_stride_ms * spec.sample_rate / 1000)
-    if stride < 1:
-        raise KwsError(f"stream.clip_stride_ms: {clip_stride_ms} ms is under one sample")
-    frame_wise = spec.preprocess in FRAME_WISE and stride % spec.window_stride_samples == 0
-    return stride, model.scores_features and frame_wise
 
 
 def resolve_engine(model: ExportedModel, clip_stride_ms: float, engine: str = "auto") -> str:
@@ -85,15 +54,8 @@ def resolve_engine(model: ExportedModel, clip_stride_ms: float, engine: str = "a
         raise KwsError(f"stream.engine: {engine!r} is not one of {', '.join(ENGINES)}")
     if engine != "auto":
         return engine
-    _, from_features = _plan(model, clip_stride_ms)
+    _, from_features = stride_plan(model, clip_stride_ms)
     return "session" if from_features and model.spec.preprocess == "embedding" else "batch"
-
-
-def _too_short(n_samples: int, spec) -> KwsError:
-    return KwsError(
-        f"the stream ({1000 * n_samples / spec.sample_rate:.0f} ms) is shorter than one "
-        f"{spec.clip_duration_ms} ms clip"
-    )
 
 
 def score_stream(
@@ -115,13 +77,13 @@ def score_stream(
         return session_scores(model, samples, clip_stride_ms, progress=progress)
     spec = model.spec
     window = spec.desired_samples
-    stride, from_features = _plan(model, clip_stride_ms)
+    stride, from_features = stride_plan(model, clip_stride_ms)
     samples = np.asarray(samples, np.float32)
     if samples.ndim != 1:
         raise KwsError(f"the stream must be mono 1-D samples, got shape {samples.shape}")
     starts = window_starts(len(samples), window, stride)
     if len(starts) == 0:
-        raise _too_short(len(samples), spec)
+        raise too_short(len(samples), spec)
     out = np.zeros((len(starts), len(model.labels)), np.float32)
     t0 = time.perf_counter()
     hop = spec.window_stride_samples
@@ -164,7 +126,7 @@ class BlockScorer:
         spec = model.spec
         self.model, self.spec = model, spec
         self.window = spec.desired_samples
-        self.stride, self.from_features = _plan(model, clip_stride_ms)  # as score_stream
+        self.stride, self.from_features = stride_plan(model, clip_stride_ms)  # as score_stream
         hop = spec.window_stride_samples
         self.samples_seen = 0
         self.seconds = 0.0  # time spent in push/finish (features + model), as score_stream's
@@ -203,7 +165,7 @@ class BlockScorer:
             raise KwsError("BlockScorer.finish called twice")
         self._finished = True
         if self.samples_seen < self.window:
-            raise _too_short(self.samples_seen, self.spec)
+            raise too_short(self.samples_seen, self.spec)
         t0 = time.perf_counter()
         out = self._advance(final=True)
         self.seconds += time.perf_counter() - t0

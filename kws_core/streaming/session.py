@@ -45,7 +45,7 @@ from kws_core.export.loader import ExportedModel
 from kws_core.export.streaming_tflite import stream_samples
 from kws_core.features import front_end as fe
 from kws_core.infra.errors import KwsError
-from kws_core.streaming.run import StreamScores, _plan, _too_short, window_starts
+from kws_core.streaming.windows import StreamScores, stride_plan, too_short, window_starts
 
 # Hops a push when `session_scores` feeds a file: ~5 s at 80 ms; fewer Python calls than one
 # hop a push (3.7 vs 2.7 s for the 600 s default stream), the same scores whatever the size.
@@ -369,7 +369,7 @@ class StreamingSession:
         spec = model.spec
         self.model, self.spec = model, spec
         self.window = spec.desired_samples
-        self.stride, from_features = _plan(model, clip_stride_ms)  # KwsError if < 1 sample
+        self.stride, from_features = stride_plan(model, clip_stride_ms)  # KwsError if < 1 sample
         self.path = "frames" if from_features else "pcm"
         self.hop = spec.window_stride_samples
         self._framer = _Framer(spec) if from_features else None
@@ -514,7 +514,7 @@ def session_scores(
         raise KwsError(f"the stream must be mono 1-D samples, got shape {samples.shape}")
     expected = len(window_starts(len(samples), session.window, session.stride))
     if expected == 0:
-        raise _too_short(len(samples), model.spec)
+        raise too_short(len(samples), model.spec)
     scores = np.zeros((expected, len(model.labels)), np.float32)
     times = np.zeros(expected, np.int64)
     done, hop = 0, session.stride * FILE_HOPS
