@@ -120,8 +120,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "demo":
             p.add_argument(
                 "--graph",
-                help="default: the saved_model of export.output_file; any clip model of an "
-                "export, or its model_streaming.tflite (kws freeze --streaming)",
+                help="default: export.output_file's model_streaming.tflite (kws freeze "
+                "--streaming, the default), else its saved_model; or any clip model of an export",
             )
             p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
             p.add_argument("--port", type=int, default=8000, help="default 8000; 0 = any free")
@@ -422,13 +422,20 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
 def cmd_demo(params: Params, args: argparse.Namespace) -> int:
     from kws_core.demo.models import load_demo_model, model_info
     from kws_core.demo.server import DemoServer
+    from kws_core.export.streaming_tflite import STREAMING_TFLITE
 
-    graph = Path(args.graph) if args.graph else params.layout.export_dir / "saved_model"
-    if not args.graph and not graph.exists():
-        raise KwsError(
-            f"no export at {graph} (export.output_file): run `kws freeze` (or `make run`) "
-            "first, or pass --graph MODEL"
-        )
+    if args.graph:
+        graph = Path(args.graph)
+    else:  # what a device runs when the export has it, else the SavedModel
+        export = params.layout.export_dir
+        graph = export / STREAMING_TFLITE
+        if not graph.is_file():
+            graph = export / "saved_model"
+        if not graph.exists():
+            raise KwsError(
+                f"no export at {export} (export.output_file): run `kws freeze` (or `make run`) "
+                "first, or pass --graph MODEL"
+            )
     model = load_demo_model(graph)  # a bad path is one line, before anything listens
     server = DemoServer(model, params.stream, args.host, args.port, args.max_clients)
     info = model_info(model)

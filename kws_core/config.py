@@ -541,10 +541,10 @@ class ExportConfig(_Section):
     features_outside: bool = Field(False, description="model takes features, not PCM")
     representative_examples: int = Field(200, gt=0, description="int8 calibration clips")
     streaming: bool = Field(
-        False,
+        True,
         description="also write model_streaming.tflite (and, with quantize, "
         "model_streaming_int8.tflite): one front-end hop of PCM in, scores out, state in "
-        "external tensors (mfcc, logmel, average front ends)",
+        "external tensors (every front end but micro, which then needs false)",
     )
 
 

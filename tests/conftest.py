@@ -30,6 +30,8 @@ FAST_MODEL = {
     "features": {"preprocess": "mfcc"},
     "train": {"model_architecture": "low_latency_conv", "feature_source": "on_the_fly"},
     "stream": {"clip_stride_ms": 30},
+    # the streaming export has tests of its own (test_streaming_export.py, test_demo.py)
+    "export": {"streaming": False},
     # the tutorial's augmentation: the recording chain costs ~0.25 s a step on the fly
     "augment": dict(CHAIN_OFF),
 }

@@ -189,6 +189,7 @@ def test_streaming_is_refused_for_micro(tmp_path):
         tmp_path,
         preprocess="micro",
         model_architecture="low_latency_conv",
+        features_outside=True,  # (micro exports need it, and it is checked first)
         streaming=True,
         output_file=str(tmp_path / "micro"),
     )
@@ -211,6 +212,7 @@ def test_cli_streaming_with_the_micro_front_end_is_one_line(tmp_path):
             f"--params={params}",
             "--preprocess=micro",
             "--model_architecture=low_latency_conv",
+            "--features_outside=true",
             f"--output_file={tmp_path / 'out'}",
             "--streaming",
         ],
@@ -221,6 +223,7 @@ def test_cli_streaming_with_the_micro_front_end_is_one_line(tmp_path):
     assert run.returncode != 0
     lines = [line for line in run.stderr.splitlines() if "export.streaming" in line]
     assert len(lines) == 1 and "not supported yet" in lines[0], run.stderr
+    assert "export.streaming: false" in lines[0]  # the fix
     assert "Traceback" not in run.stderr
 
 

@@ -61,7 +61,7 @@ def check_streamable(spec: FeatureSpec) -> None:
     if spec.preprocess not in STREAMING_FRONT_ENDS:
         raise ConfigError(
             f"export.streaming: the {spec.preprocess} front end is not supported yet (only "
-            f"{', '.join(STREAMING_FRONT_ENDS)}); export without --streaming"
+            f"{', '.join(STREAMING_FRONT_ENDS)}); set export.streaming: false (--streaming=false)"
         )
     if spec.preprocess == "embedding":
         from kws_core.features import speech_embedding as se

@@ -87,11 +87,7 @@ def export_model(
     out = Path(out_dir) if out_dir else params.resolve(ex.output_file)
     check_export_target(out, params)
     model, labels, spec, prefix = load_model(params, checkpoint)
-    if spec.preprocess == "micro" and not ex.features_outside:
-        raise ConfigError(
-            "features.preprocess: micro uses the TFLite Micro frontend op, which TFLite builtins "
-            "cannot run; export with --features_outside=true (the device runs the frontend)"
-        )
+    _check_front_end(spec, params)
     norm, body = split(model)
     calibration = (
         _calibration_audio(params, labels, spec, manifest, progress) if ex.quantize else None
@@ -165,8 +161,7 @@ def check_export_target(out: Path, params: Params) -> None:
     """A one-line ConfigError unless `out` is new, empty or an earlier export (it has
     export.json) and holds none of the pipeline's inputs: an export replaces its folder whole;
     or if export.streaming asks for what the front end cannot do."""
-    if params.export.streaming:
-        check_streamable(FeatureSpec.from_params(params))
+    _check_front_end(FeatureSpec.from_params(params), params)
     key, out = "export.output_file", Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{key}: {out} is a file, not an export folder; choose a new folder")
@@ -188,6 +183,17 @@ def check_export_target(out: Path, params: Params) -> None:
             f"{key}: {out} exists and is not a kws export (no {EXPORT_META}); an export "
             "replaces its folder as a whole, so choose a new folder or move this one away"
         )
+
+
+def _check_front_end(spec: FeatureSpec, params: Params) -> None:
+    """One-line ConfigError when the export settings ask for what `spec` cannot give."""
+    if spec.preprocess == "micro" and not params.export.features_outside:
+        raise ConfigError(
+            "features.preprocess: micro uses the TFLite Micro frontend op, which TFLite builtins "
+            "cannot run; export with --features_outside=true (the device runs the frontend)"
+        )
+    if params.export.streaming:
+        check_streamable(spec)
 
 
 class ExportGraphs:
