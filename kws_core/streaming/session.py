@@ -334,16 +334,12 @@ def _embedder(top_layers: int) -> Any:
 
     from kws_core.features import speech_embedding as se
 
-    net = se.bottom_model(top_layers) if top_layers else se.embedding_model()
-    width = int(np.prod(se.cut_shape(top_layers)))
-
     @tf.function(
         input_signature=[tf.TensorSpec([None, se.WINDOW_FRAMES, se.MEL_BINS], tf.float32)],
         autograph=False,
     )
     def embed(windows: tf.Tensor) -> tf.Tensor:
-        x = tf.expand_dims(se.floor_and_scale(windows), -1)
-        return tf.reshape(net(x, training=False), [-1, width])
+        return se.embed_windows(windows, top_layers)
 
     return embed
 
