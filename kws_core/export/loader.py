@@ -283,9 +283,11 @@ def _allocate(interp: Any) -> None:
 def tflite_interpreter(**source) -> Any:
     """A ready tf.lite.Interpreter for `model_path=` or `model_content=`.
 
-    Quantized models run on TFLite's builtin int8 kernels, without the default XNNPACK
-    delegate: on x86 it is ~1.9x slower for our int8 graphs (2.07 vs 1.11 ms a clip for the
-    default model; bench/export_latency.py), while it speeds float graphs up.
+    Quantized models whose network is all int8 run on TFLite's builtin int8 kernels, without
+    the default XNNPACK delegate: it made the tutorial's `conv` int8 model 3x slower (the
+    exports section of BENCHMARKS.md). Quantized models that keep float convolutions (the
+    speech embedding's, in front of an int8 head) keep XNNPACK: without it the default model's
+    int8 clip model took 8.3 ms instead of 1.8, its streaming model 2.6 ms a hop instead of 0.56.
     """
     import tensorflow as tf
     from tensorflow.lite.python.interpreter import OpResolverType
@@ -293,13 +295,25 @@ def tflite_interpreter(**source) -> Any:
     with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated": not for users
         warnings.simplefilter("ignore", UserWarning)
         interp = tf.lite.Interpreter(**source)
-        if any(np.dtype(t["dtype"]) == np.int8 for t in interp.get_tensor_details()):
+        tensors = interp.get_tensor_details()
+        if any(np.dtype(t["dtype"]) == np.int8 for t in tensors) and not _float_convolutions(
+            interp, tensors
+        ):
             interp = tf.lite.Interpreter(
                 **source,
                 experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
             )
     _allocate(interp)
     return interp
+
+
+def _float_convolutions(interp, tensors: list[dict]) -> bool:
+    """Whether the graph has a float32 CONV_2D (before any delegate takes ops over)."""
+    dtype = {t["index"]: np.dtype(t["dtype"]) for t in tensors}
+    return any(
+        op["op_name"] == "CONV_2D" and dtype.get(op["inputs"][0]) == np.float32
+        for op in interp._get_ops_details()
+    )
 
 
 def _to_input_dtype(x: np.ndarray, d: dict) -> np.ndarray:
