@@ -420,22 +420,10 @@ def cmd_run_all(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(params: Params, args: argparse.Namespace) -> int:
-    from kws_core.demo.models import load_demo_model, model_info
+    from kws_core.demo.models import default_graph, load_demo_model, model_info
     from kws_core.demo.server import DemoServer
-    from kws_core.export.streaming_tflite import STREAMING_TFLITE
 
-    if args.graph:
-        graph = Path(args.graph)
-    else:  # what a device runs when the export has it, else the SavedModel
-        export = params.layout.export_dir
-        graph = export / STREAMING_TFLITE
-        if not graph.is_file():
-            graph = export / "saved_model"
-        if not graph.exists():
-            raise KwsError(
-                f"no export at {export} (export.output_file): run `kws freeze` (or `make run`) "
-                "first, or pass --graph MODEL"
-            )
+    graph = Path(args.graph) if args.graph else default_graph(params.layout.export_dir)
     model = load_demo_model(graph)  # a bad path is one line, before anything listens
     server = DemoServer(model, params.stream, args.host, args.port, args.max_clients)
     info = model_info(model)

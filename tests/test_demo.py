@@ -483,3 +483,15 @@ def test_cli_serves_the_page_and_stops_on_ctrl_c(model, graph):
 def test_a_taken_port_is_a_one_line_error(server, model):
     with pytest.raises(KwsError, match=f"--port {server.port}: cannot listen there"):
         DemoServer(model, StreamConfig(clip_stride_ms=30), port=server.port)
+
+
+def test_the_default_graph_is_the_streaming_model_else_the_saved_model(tmp_path):
+    from kws_core.demo.models import default_graph
+
+    with pytest.raises(KwsError, match="no export at .* run `kws freeze`") as e:
+        default_graph(tmp_path)
+    assert "\n" not in str(e.value)
+    (tmp_path / "saved_model").mkdir()
+    assert default_graph(tmp_path) == tmp_path / "saved_model"
+    (tmp_path / STREAMING_TFLITE).write_bytes(b"")
+    assert default_graph(tmp_path) == tmp_path / STREAMING_TFLITE

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kws_core.export.loader import ExportedModel, _find_meta, _read_meta
-from kws_core.export.streaming_tflite import StreamingTFLite
+from kws_core.export.streaming_tflite import STREAMING_TFLITE, StreamingTFLite
 from kws_core.features.front_end import FeatureSpec
 from kws_core.infra.errors import KwsError
 from kws_core.streaming.session import StreamingSession
@@ -70,6 +70,18 @@ def is_streaming_model(graph: Path) -> bool:
         return False  # ExportedModel.load says what is wrong with it
     entry = meta.get("models", {}).get(graph.name)
     return isinstance(entry, dict) and "inputs" in entry
+
+
+def default_graph(export: Path) -> Path:
+    """What `kws demo` runs without --graph: the export's streaming model (what a device runs)
+    when it has one, else its SavedModel; a one-line KwsError when there is no export."""
+    for graph in (export / STREAMING_TFLITE, export / "saved_model"):
+        if graph.exists():
+            return graph
+    raise KwsError(
+        f"no export at {export} (export.output_file): run `kws freeze` (or `make run`) first, "
+        "or pass --graph MODEL"
+    )
 
 
 def load_demo_model(graph: str | Path) -> DemoModel:

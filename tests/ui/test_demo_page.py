@@ -4,25 +4,23 @@ reach the model. The page's detections score within 10 points of the offline str
 of the same stream (`kws test-streaming-accuracy`), and reach the page within 300 ms (median) of
 the audio that completes their window; tiles, log, chart and errors update; a screenshot is saved.
 
-`KWS_UPDATE_DOCS=1` also copies the screenshot to docs/demo.png (the README's picture), so an
-ordinary test run leaves the repository untouched.
+(The README's picture, docs/demo.png, is the default model on real speech:
+`bench/demo_browser.py --screenshot docs/demo.png`.)
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 
+from kws_core.demo.align import capture_offset_ms
 from kws_core.demo.server import DemoServer, Session
 from kws_core.export.loader import ExportedModel
 from kws_core.infra.wav import read_wav, write_wav
 from kws_core.streaming.report import generate_test_stream, stream_accuracy
 from kws_core.streaming.score import read_ground_truth, score_detections
 from tests.test_demo import RATE, heard, tiny_project, word_stream
-from tests.ui.conftest import CHROMIUM, DEFAULT_TIMEOUT_MS, REPO
+from tests.ui.conftest import CHROMIUM, DEFAULT_TIMEOUT_MS
 
 WAIT_MS = 30_000
 SAID = ["yes", "no", "cat", "no", "yes"]  # the dropped WAV's words (cat: an unknown word)
@@ -45,29 +43,6 @@ def demo(tmp_path_factory):
     srv.start_thread()
     yield srv, p, stream, wav
     srv.stop()
-
-
-def capture_offset_ms(received: np.ndarray, stream: np.ndarray, max_lag_s: float = 3.0) -> int:
-    """Where the page's stream time 0 falls in the stream WAV (ms; negative: before it starts):
-    the lag that best lines up the 10 ms log-loudness of what the server received with the
-    file's. Chromium's fake microphone starts playing the file when it opens, before the page's
-    AudioWorklet is connected, so the page hears it from some way in."""
-    hop = RATE // 100
-
-    def loudness(x: np.ndarray) -> np.ndarray:
-        n = len(x) // hop
-        return np.log(np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1)) + 1e-4)
-
-    a, b = loudness(received[: 10 * RATE]), loudness(stream)
-    lags = range(-int(100 * max_lag_s), int(100 * max_lag_s))
-    corr = []
-    for lag in lags:
-        x, y = (a, b[lag:]) if lag >= 0 else (a[-lag:], b)
-        n = min(len(x), len(y))
-        corr.append(np.corrcoef(x[:n], y[:n])[0, 1])
-    best = int(np.argmax(corr))
-    assert corr[best] > 0.8, f"the received audio does not line up with the file ({corr[best]})"
-    return 10 * lags[best]
 
 
 @pytest.fixture
@@ -148,7 +123,7 @@ def test_microphone_and_wav_file_reach_the_model(live_page, demo, screenshot, mo
 
     # accuracy: the page's detections of the stream's first pass, in file time, against the
     # ground truth, scored as `kws test-streaming-accuracy` scores the same stream offline
-    offset = capture_offset_ms(np.concatenate(received), read_wav(stream.wav, RATE))
+    offset = capture_offset_ms(np.concatenate(received), read_wav(stream.wav, RATE), RATE)
     assert -1500 < offset < 3000, offset
     first_pass = [(label, t + offset, score) for label, t, score in found if t + offset < stream_ms]
     settings = params.stream.model_copy(update={"detection_threshold": THRESHOLD})
@@ -173,9 +148,7 @@ def test_microphone_and_wav_file_reach_the_model(live_page, demo, screenshot, mo
     results = page.evaluate("window.kwsDemo.latencies")
     print(f"browser: results {np.median(results):.0f} ms (median) after their 40 ms chunk was sent")
     assert 0 < med <= MAX_MEDIAN_LATENCY_MS, latencies
-    shot = screenshot(page, "microphone")
-    if os.environ.get("KWS_UPDATE_DOCS"):
-        shutil.copyfile(shot, REPO / "docs" / "demo.png")
+    screenshot(page, "microphone")
 
     # the WAV path: a chosen file replays in real time through the same socket
     page.click("#stop")
