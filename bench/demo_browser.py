@@ -1,12 +1,14 @@
 """Real speech through `kws demo` in Chromium: accuracy and word-to-page latency of an export.
 
     PYTHONPATH=.:bench .venv/bin/python bench/demo_browser.py \
-        --real_dir ../shared/realdata/speech_commands_test_v0.02_dev --seconds 180
+        --real_dir ../shared/realdata/speech_commands_test_v0.02_dev \
+        --noise_dir ../shared/realdata/_background_noise_ --seconds 180
 
-A test stream of real Speech Commands words (`kws generate-streaming-test-wav` with
-`stream.words_dir`, the params' background noise) plays into Chromium's fake microphone; the
-demo page streams it to a `kws demo` server running `--graph` (default: what `kws demo` runs,
-the export's `model_streaming.tflite`). Reported, for the stream's first pass:
+A test stream of real Speech Commands words over real background noise
+(`kws generate-streaming-test-wav` with `stream.words_dir` and `stream.noise_dir`) plays into
+Chromium's fake microphone; the demo page streams it to a `kws demo` server running `--graph`
+(default: what `kws demo` runs, the export's `model_streaming.tflite`). Reported, for the
+stream's first pass:
 
 * the page's detections scored against the ground truth (`score_detections`, as
   `kws test-streaming-accuracy` scores), beside the same model over the same file offline
@@ -93,13 +95,15 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--graph", default="", help="default: what `kws demo` runs")
     ap.add_argument("--real_dir", required=True, help="Speech Commands layout: label folders")
+    ap.add_argument("--noise_dir", required=True, help="a folder of background noise WAVs")
     ap.add_argument("--seconds", type=float, default=180.0)
     ap.add_argument("--screenshot", default="")
     ap.add_argument("--out", default="bench/results/demo_browser.json")
     args = ap.parse_args()
     if not CHROMIUM.exists():
         raise SystemExit(f"{CHROMIUM} is missing (apt-get install chromium)")
-    p = load_params(args.params, {"words_dir": args.real_dir, "stream_duration_s": args.seconds})
+    stream = {"words_dir": args.real_dir, "noise_dir": args.noise_dir}
+    p = load_params(args.params, stream | {"stream_duration_s": args.seconds})
     graph = Path(args.graph) if args.graph else default_graph(p.layout.export_dir)
     model = load_demo_model(graph)
     rate = model.spec.sample_rate
