@@ -58,6 +58,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py --repeats 3
 	$(BIN)/python bench/export_latency.py --archs low_latency_conv --runs 300 --stream_s 120
 	$(BIN)/python bench/stream_session.py --stream_s 90
+	$(BIN)/python bench/streaming_tflite.py --export results/frozen/model --seconds 30
+	$(BIN)/python bench/demo_streams.py --graph results/frozen/model/model_streaming.tflite \
+	  --clients 1,8,16,32,48 --seconds 10 --clip_stride_ms 80
 	$(BIN)/python bench/scaling.py --scales 1,3,10
 	$(BIN)/python bench/soak.py --hours 2
 	$(BIN)/pip install -q -c constraints.txt -e ".[$(EXTRA),bench]"
@@ -69,7 +72,11 @@ bench: $(STAMP)
 	    --variants mfcc_llc,emb80_mlp,emb80_conv,emb80_mlp_c16,emb80_mlp_unk50,finetune5_spk1000,issue14_default,finetune5,finetune9,voice0_spk1000,voice50,default_espeak,mfcc_llc_default,multi_real,chain_snr,chain_no_reverb,chain_no_mic,chain_no_speed,chain_no_gain,chain_no_distortion && \
 	  $(BIN)/python bench/real_stream.py --words_dir $(REALDATA)/speech_commands_test_v0.02_dev \
 	    --noise_dir $(REALDATA)/_background_noise_ && \
-	  $(BIN)/python bench/real_exports.py --real_dir $(REALDATA)/speech_commands_test_v0.02_dev; \
+	  $(BIN)/python bench/real_exports.py --real_dir $(REALDATA)/speech_commands_test_v0.02_dev && \
+	  if [ -x /usr/bin/chromium ]; then $(BIN)/python bench/demo_browser.py \
+	    --real_dir $(REALDATA)/speech_commands_test_v0.02_dev \
+	    --noise_dir $(REALDATA)/_background_noise_ --seconds 180; \
+	  else echo "bench: /usr/bin/chromium is absent; demo_browser skipped"; fi; \
 	else echo "bench: $(REALDATA) is absent; real-speech benchmarks skipped"; fi
 	$(BIN)/python bench/report.py
 
