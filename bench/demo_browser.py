@@ -32,7 +32,7 @@ from results_log import append_run
 
 import kws_core  # noqa: F401  (before TensorFlow: sets its oneDNN default)
 from kws_core.config import load_params
-from kws_core.demo.align import capture_offset_ms
+from kws_core.demo.fake_mic import capture_offset_ms, fake_microphone_args
 from kws_core.demo.models import default_graph, live_scorer, load_demo_model
 from kws_core.demo.server import DemoServer, Session
 from kws_core.infra.wav import read_wav
@@ -60,14 +60,7 @@ def browser_run(url: str, wav: Path, stream_ms: float, screenshot: Path | None) 
         browser = pw.chromium.launch(
             executable_path=str(CHROMIUM),
             headless=True,
-            args=[
-                "--disable-dev-shm-usage",
-                "--disable-gpu",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
+            args=fake_microphone_args(wav),
         )
         # bypass_csp: Playwright's wait predicates are strings the page's CSP refuses to eval
         page = browser.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True)

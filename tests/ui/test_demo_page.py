@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kws_core.demo.align import capture_offset_ms
+from kws_core.demo.fake_mic import capture_offset_ms, fake_microphone_args
 from kws_core.demo.server import DemoServer, Session
 from kws_core.export.loader import ExportedModel
 from kws_core.infra.wav import read_wav, write_wav
@@ -52,14 +52,7 @@ def live_page(browser, demo):
     b = browser.browser_type.launch(
         executable_path=str(CHROMIUM),
         headless=True,
-        args=[
-            "--disable-dev-shm-usage",
-            "--disable-gpu",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={stream.wav}",
-            "--autoplay-policy=no-user-gesture-required",
-        ],
+        args=fake_microphone_args(stream.wav),
     )
     # bypass_csp: Playwright evaluates its wait predicates as strings, which the page's CSP
     # (no eval) rightly refuses

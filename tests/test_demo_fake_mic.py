@@ -1,9 +1,9 @@
-"""`capture_offset_ms`: where a capture starts in the file played into it."""
+"""`kws_core.demo.fake_mic`: where a capture starts in the file played into it."""
 
 import numpy as np
 import pytest
 
-from kws_core.demo.align import capture_offset_ms
+from kws_core.demo.fake_mic import capture_offset_ms
 from kws_core.infra.errors import KwsError
 
 RATE = 16000

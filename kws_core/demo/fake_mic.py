@@ -1,18 +1,33 @@
-"""Where a live capture starts in the file that was played into it.
+"""A WAV file as the demo page's microphone: Chromium's flags, and where the page's time 0 is.
 
-Chromium's fake microphone (`--use-file-for-fake-audio-capture`) starts playing its file when the
-device opens, before the page's AudioWorklet is connected, so the page hears the file from some
-way in. To score the page's detections against the file's ground truth, the browser test and
-`bench/demo_browser.py` find that offset from the audio the server received.
+The browser test (tests/ui/test_demo_page.py) and `bench/demo_browser.py` play a stream into
+the page with Chromium's fake microphone (`fake_microphone_args`). It starts playing its file
+when the device opens, before the page's AudioWorklet is connected, so the page hears the file
+from some way in; to score the page's detections against the file's ground truth,
+`capture_offset_ms` finds that offset from the audio the server received.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from kws_core.infra.errors import KwsError
 
 MIN_CORRELATION = 0.8  # below this the capture is not the file (or not enough of it)
+
+
+def fake_microphone_args(wav: str | Path) -> list[str]:
+    """Chromium flags: headless-safe, microphone granted without asking, `wav` as its audio."""
+    return [
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
 
 
 def _loudness(x: np.ndarray, hop: int) -> np.ndarray:
