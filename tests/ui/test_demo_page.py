@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from kws_core.demo.fake_mic import capture_offset_ms, fake_microphone_args
+from kws_core.demo.models import load_demo_model
 from kws_core.demo.server import DemoServer, Session
 from kws_core.export.loader import ExportedModel
+from kws_core.export.streaming_tflite import STREAMING_TFLITE
 from kws_core.infra.wav import read_wav, write_wav
 from kws_core.streaming.report import generate_test_stream, stream_accuracy
 from kws_core.streaming.score import read_ground_truth, score_detections
@@ -34,7 +36,9 @@ MAX_MEDIAN_LATENCY_MS = 300  # issue 18: a detection on the page <= 300 ms after
 def demo(tmp_path_factory):
     """The server (in this process), the stream WAV with its ground truth, the dropped WAV."""
     root = tmp_path_factory.mktemp("demo_page")
-    p, saved_model = tiny_project(root, stream_duration_s=STREAM_S, word_gap_ms=WORD_GAP_MS)
+    p, saved_model = tiny_project(
+        root, stream_duration_s=STREAM_S, word_gap_ms=WORD_GAP_MS, streaming=True
+    )
     model = ExportedModel.load(saved_model)
     stream = generate_test_stream(p, wav=root / "stream.wav", truth=root / "stream_labels.txt")
     wav = root / "words.wav"
@@ -156,3 +160,34 @@ def test_microphone_and_wav_file_reach_the_model(live_page, demo, screenshot, mo
     assert count(page, "windows") > before[1]
     screenshot(page, "wav-file")
     assert errors == []
+
+
+def test_the_streaming_export_runs_in_the_page(browser, demo, screenshot):
+    """What `make demo` runs by default: the export's model_streaming.tflite, one hop and its
+    state per invoke; a dropped WAV's words come out in order."""
+    first, params, _, wav = demo
+    graph = first.cfg.model.path.parent / STREAMING_TFLITE
+    srv = DemoServer(load_demo_model(graph), params.stream, port=0)
+    srv.start_thread()
+    b = browser.browser_type.launch(executable_path=str(CHROMIUM), headless=True)
+    try:
+        ctx = b.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True)
+        ctx.set_default_timeout(DEFAULT_TIMEOUT_MS)
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url)
+        page.wait_for_selector("#status[data-state=idle]")
+        assert "streaming model" in page.inner_text("#model")
+        assert STREAMING_TFLITE in page.inner_text("#model")
+        page.set_input_files("#file", str(wav))
+        page.wait_for_selector("#status[data-state=live]")
+        n = len(SAID)
+        page.wait_for_function(f"window.kwsDemo.detections.length >= {n}", timeout=WAIT_MS)
+        got = page.evaluate("window.kwsDemo.detections.map(d => d.label)")
+        assert got[:n] == heard(SAID), got  # every word of the file, in order
+        screenshot(page, "streaming-export")
+        assert errors == []
+    finally:
+        b.close()
+        srv.stop()
