@@ -58,6 +58,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py --repeats 3
 	$(BIN)/python bench/export_latency.py --archs low_latency_conv --runs 300 --stream_s 120
 	$(BIN)/python bench/stream_session.py --stream_s 90
+	@# an export made before export.streaming was on by default has no streaming model
+	@test -f results/frozen/model/model_streaming.tflite || $(BIN)/kws freeze --no-progress
 	$(BIN)/python bench/streaming_tflite.py --export results/frozen/model --seconds 30
 	$(BIN)/python bench/demo_streams.py --graph results/frozen/model/model_streaming.tflite \
 	  --clients 1,8,16,32,48 --seconds 10 --clip_stride_ms 80

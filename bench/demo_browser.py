@@ -97,7 +97,11 @@ def main() -> None:
         raise SystemExit(f"{CHROMIUM} is missing (apt-get install chromium)")
     stream = {"words_dir": args.real_dir, "noise_dir": args.noise_dir}
     p = load_params(args.params, stream | {"stream_duration_s": args.seconds})
-    graph = Path(args.graph) if args.graph else default_graph(p.layout.export_dir)
+    graph = (
+        Path(args.graph)
+        if args.graph
+        else default_graph(p.layout.export_dir, p.stream.clip_stride_ms)
+    )
     model = load_demo_model(graph)
     rate = model.spec.sample_rate
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,10 +125,12 @@ def main() -> None:
             srv.stop()
             Session.feed = feed
         wall = time.perf_counter() - t0
+    if not received:
+        raise SystemExit("demo_browser: the page sent no audio (see the browser's console)")
     offset = capture_offset_ms(np.concatenate(received), samples, rate)
     first = [(lab, t + offset, s) for lab, t, s in got["found"] if t + offset < stream_ms]
     page = score_detections(first, truth, stream_ms / 1000, p.stream.time_tolerance_ms)
-    lat = np.array(got["latencies"][: len(got["found"])], float)
+    lat = np.array(got["latencies"][: len(first)], float)  # detections come in time order
     row = {
         "graph": str(graph),
         "real_dir": args.real_dir,

@@ -304,6 +304,8 @@ def _print_export(params: Params, result) -> None:
     for name, size in result.sizes.items():
         print(f"{name:<20} {_size(size):>9}  {result.out_dir / name}")
     print(f"labels       {result.labels}")
+    for note in result.notes:
+        print(f"note         {note}")
     if result.registered is not None:
         print(result.registered.line())
 
@@ -423,7 +425,11 @@ def cmd_demo(params: Params, args: argparse.Namespace) -> int:
     from kws_core.demo.models import default_graph, load_demo_model, model_info
     from kws_core.demo.server import DemoServer
 
-    graph = Path(args.graph) if args.graph else default_graph(params.layout.export_dir)
+    graph = (
+        Path(args.graph)
+        if args.graph
+        else default_graph(params.layout.export_dir, params.stream.clip_stride_ms)
+    )
     model = load_demo_model(graph)  # a bad path is one line, before anything listens
     server = DemoServer(model, params.stream, args.host, args.port, args.max_clients)
     info = model_info(model)

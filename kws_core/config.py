@@ -544,7 +544,7 @@ class ExportConfig(_Section):
         True,
         description="also write model_streaming.tflite (and, with quantize, "
         "model_streaming_int8.tflite): one front-end hop of PCM in, scores out, state in "
-        "external tensors (every front end but micro, which then needs false)",
+        "external tensors (every front end but micro, for which it is skipped with a note)",
     )
 
 

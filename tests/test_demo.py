@@ -487,11 +487,17 @@ def test_a_taken_port_is_a_one_line_error(server, model):
 
 def test_the_default_graph_is_the_streaming_model_else_the_saved_model(tmp_path):
     from kws_core.demo.models import default_graph
+    from kws_core.features.front_end import FeatureSpec
 
     with pytest.raises(KwsError, match="no export at .* run `kws freeze`") as e:
-        default_graph(tmp_path)
+        default_graph(tmp_path, 30)
     assert "\n" not in str(e.value)
     (tmp_path / "saved_model").mkdir()
-    assert default_graph(tmp_path) == tmp_path / "saved_model"
+    assert default_graph(tmp_path, 30) == tmp_path / "saved_model"
     (tmp_path / STREAMING_TFLITE).write_bytes(b"")
-    assert default_graph(tmp_path) == tmp_path / STREAMING_TFLITE
+    spec = FeatureSpec(preprocess="mfcc", window_stride_ms=20)  # 20 ms hops
+    meta = {"features": spec.to_dict(), "labels": ["yes"], "input": "pcm"}
+    (tmp_path / "export.json").write_text(json.dumps(meta))
+    assert default_graph(tmp_path, 40) == tmp_path / STREAMING_TFLITE  # two hops
+    # a stride the streaming model cannot run: the SavedModel runs any
+    assert default_graph(tmp_path, 30) == tmp_path / "saved_model"

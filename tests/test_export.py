@@ -10,6 +10,7 @@ import pytest
 
 from kws_core.data.manifest import build_manifest
 from kws_core.export.loader import ExportedModel
+from kws_core.export.streaming_tflite import STREAMING_TFLITE
 from kws_core.export.writer import export_model
 from kws_core.features.augmented_audio import AudioProcessor
 from kws_core.features.front_end import FeatureSpec
@@ -184,11 +185,17 @@ def test_micro_front_end_needs_features_outside(tmp_path):
     train(p, manifest, data, progress=False, log=lambda _m: None, track=False)
     with pytest.raises(ConfigError, match="features_outside=true"):
         export_model(p, "best", manifest=manifest)
-    # (no streaming model for micro: the front end op is not a builtin; see
-    # test_streaming_export.py)
-    p2 = params_for(tmp_path, preprocess="micro", features_outside=True, quantize=False)
+    p2 = params_for(
+        tmp_path, preprocess="micro", features_outside=True, quantize=False, streaming=True
+    )
     result = export_model(p2, "best", out_dir=tmp_path / "micro")
     assert result.tflite_int8 is None and result.tflite_float.exists()
+    # no streaming model (the front end op is not a builtin): skipped, and said why
+    assert result.tflite_streaming is None and not (result.out_dir / STREAMING_TFLITE).exists()
+    assert result.notes == [
+        f"{STREAMING_TFLITE} not written: the micro front end has no streaming model yet (only "
+        "mfcc, logmel, average, embedding) (export.streaming)"
+    ]
     shape = json.loads(result.meta.read_text())["models"]["model_float.tflite"]["input"]["shape"]
     assert shape == [1, *FeatureSpec.from_params(p2).shape]
 

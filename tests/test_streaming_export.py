@@ -2,13 +2,10 @@
 model over a stream, in TFLite builtin ops only."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from kws_core.config import parse_override
 from kws_core.data.manifest import build_manifest
 from kws_core.export.loader import ExportedModel, tflite_interpreter
 from kws_core.export.streaming_tflite import (
@@ -183,48 +180,19 @@ def test_misuse_is_a_one_line_error(exported, tmp_path):
         )
 
 
-def test_streaming_is_refused_for_micro(tmp_path):
-    assert parse_override("--streaming") == (("export", "streaming"), True)
-    p = params_for(
-        tmp_path,
-        preprocess="micro",
-        model_architecture="low_latency_conv",
-        features_outside=True,  # (micro exports need it, and it is checked first)
-        streaming=True,
-        output_file=str(tmp_path / "micro"),
+def test_a_features_in_export_has_the_same_streaming_model(exported, tmp_path):
+    """`features_outside` changes the clip models' input, not the streaming model (PCM in)."""
+    p, result = exported
+    ex = p.export.model_copy(update={"features_outside": True, "quantize": False})
+    features_in = export_model(p.model_copy(update={"export": ex}), "best", out_dir=tmp_path)
+    assert json.loads(features_in.meta.read_text())["input"] == "features"
+    stride_ms = FeatureSpec.from_params(p).frame_ms
+    pcm = _stream(1.5)
+    want = StreamingTFLite(result.tflite_streaming, stride_ms).push(pcm)
+    got = StreamingTFLite(features_in.tflite_streaming, stride_ms).push(pcm)
+    np.testing.assert_allclose(
+        np.stack([s for _, s in got]), np.stack([s for _, s in want]), atol=1e-6
     )
-    with pytest.raises(ConfigError, match="the micro front end is not supported yet") as e:
-        export_model(p, "best")  # refused before it looks for a checkpoint
-    assert "\n" not in str(e.value)
-
-
-def test_cli_streaming_with_the_micro_front_end_is_one_line(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text("{}\n")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kws_core.cli",
-            "freeze",
-            "--no-progress",
-            "--no-mlflow",
-            f"--params={params}",
-            "--preprocess=micro",
-            "--model_architecture=low_latency_conv",
-            "--features_outside=true",
-            f"--output_file={tmp_path / 'out'}",
-            "--streaming",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert run.returncode != 0
-    lines = [line for line in run.stderr.splitlines() if "export.streaming" in line]
-    assert len(lines) == 1 and "not supported yet" in lines[0], run.stderr
-    assert "export.streaming: false" in lines[0]  # the fix
-    assert "Traceback" not in run.stderr
 
 
 def test_an_embedding_hop_as_long_as_its_window_is_refused():

@@ -12,6 +12,7 @@ stamps them, so the demo's decoder and page do not care which one runs.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,25 +36,40 @@ class LiveScorer(Protocol):
 
 @dataclass
 class StreamingExport:
-    """A streaming model of a `kws freeze --streaming` export (its file and export.json)."""
+    """A streaming model of a `kws freeze --streaming` export (its file and export.json), read
+    and checked once: each client's interpreter is built from these bytes."""
 
     path: Path
     meta: dict
     spec: FeatureSpec
     labels: list[str]
+    content: bytes = b""
 
     @classmethod
     def load(cls, graph: Path) -> StreamingExport:
         """The streaming model at `graph`, checked (checksum, tensors) by opening it once."""
         meta = _read_meta(_find_meta(graph))
-        model = cls(graph, meta, FeatureSpec.from_dict(meta["features"]), list(meta["labels"]))
-        model.scorer(model.spec.frame_ms)  # every check StreamingTFLite makes, before serving
-        return model
+        spec = FeatureSpec.from_dict(meta["features"])
+        StreamingTFLite(graph, spec.frame_ms)  # every check it makes on the file, before serving
+        content = graph.read_bytes()
+        want = meta.get("files", {}).get(graph.name, {}).get("sha256")
+        if want and hashlib.sha256(content).hexdigest() != want:  # replaced since the check
+            raise KwsError(f"{graph} changed while loading; start kws demo again")
+        return cls(graph, meta, spec, list(meta["labels"]), content)
 
     def scorer(self, clip_stride_ms: float) -> StreamingTFLite:
         """A new stream's own interpreter (KwsError naming stream.clip_stride_ms when the
         stride is not whole front-end hops)."""
-        return StreamingTFLite(self.path, clip_stride_ms)
+        return StreamingTFLite(
+            self.path, clip_stride_ms, content=self.content, spec=self.spec, labels=self.labels
+        )
+
+    def fits(self, clip_stride_ms: float) -> bool:
+        """Whether `clip_stride_ms` is a whole number of this model's hops."""
+        stride = round(clip_stride_ms * self.spec.sample_rate / 1000)
+        return stride >= self.spec.window_stride_samples and not (
+            stride % self.spec.window_stride_samples
+        )
 
 
 DemoModel = ExportedModel | StreamingExport
@@ -72,12 +88,17 @@ def is_streaming_model(graph: Path) -> bool:
     return isinstance(entry, dict) and "inputs" in entry
 
 
-def default_graph(export: Path) -> Path:
+def default_graph(export: Path, clip_stride_ms: float) -> Path:
     """What `kws demo` runs without --graph: the export's streaming model (what a device runs)
-    when it has one, else its SavedModel; a one-line KwsError when there is no export."""
-    for graph in (export / STREAMING_TFLITE, export / "saved_model"):
-        if graph.exists():
-            return graph
+    when it has one that runs at `clip_stride_ms`, else its SavedModel (any stride); a one-line
+    KwsError when there is no export."""
+    streaming = export / STREAMING_TFLITE
+    if streaming.is_file():
+        spec = FeatureSpec.from_dict(_read_meta(_find_meta(streaming))["features"])
+        if StreamingExport(streaming, {}, spec, []).fits(clip_stride_ms):
+            return streaming
+    if (export / "saved_model").exists():
+        return export / "saved_model"
     raise KwsError(
         f"no export at {export} (export.output_file): run `kws freeze` (or `make run`) first, "
         "or pass --graph MODEL"

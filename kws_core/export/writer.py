@@ -39,11 +39,11 @@ from kws_core.export.loader import EXPORT_META, FEATURES_SIGNATURE
 from kws_core.export.streaming_tflite import (
     STREAMING_INT8_TFLITE,
     STREAMING_TFLITE,
-    check_streamable,
     check_streaming,
     streaming_io,
     streaming_tflite,
     streaming_tflite_int8,
+    unstreamable,
 )
 from kws_core.features.front_end import FeatureSpec, compute_features
 from kws_core.infra.atomic import atomic_dir
@@ -71,6 +71,7 @@ class ExportResult:
     tflite_streaming: Path | None = None
     tflite_streaming_int8: Path | None = None
     sizes: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was not written, and why
     # kws_core.export.registry.RegisteredExport once `freeze_step` logged it to MLflow
     registered: object | None = None
 
@@ -88,6 +89,10 @@ def export_model(
     check_export_target(out, params)
     model, labels, spec, prefix = load_model(params, checkpoint)
     _check_front_end(spec, params)
+    notes = []
+    streaming_on = ex.streaming and not unstreamable(spec)
+    if ex.streaming and not streaming_on:
+        notes.append(f"{STREAMING_TFLITE} not written: {unstreamable(spec)} (export.streaming)")
     norm, body = split(model)
     calibration = (
         _calibration_audio(params, labels, spec, manifest, progress) if ex.quantize else None
@@ -100,7 +105,7 @@ def export_model(
         (tmp / FLOAT_TFLITE).write_bytes(graphs.tflite_float())
         if calibration is not None:
             (tmp / INT8_TFLITE).write_bytes(graphs.tflite_int8(calibration))
-        if ex.streaming:
+        if streaming_on:
             streaming = streaming_tflite(norm, body, spec, FRONT_END_SCOPE)
             check_streaming(streaming, graphs, spec, labels)
             (tmp / STREAMING_TFLITE).write_bytes(streaming)
@@ -148,19 +153,20 @@ def export_model(
         saved_model=out / "saved_model",
         tflite_float=out / FLOAT_TFLITE,
         tflite_int8=out / INT8_TFLITE if ex.quantize else None,
-        tflite_streaming=out / STREAMING_TFLITE if ex.streaming else None,
-        tflite_streaming_int8=out / STREAMING_INT8_TFLITE if ex.streaming and ex.quantize else None,
+        tflite_streaming=out / STREAMING_TFLITE if streaming_on else None,
+        tflite_streaming_int8=out / STREAMING_INT8_TFLITE if streaming_on and ex.quantize else None,
         labels=out / "labels.txt",
         meta=out / EXPORT_META,
         checkpoint=prefix,
         sizes=sizes,
+        notes=notes,
     )
 
 
 def check_export_target(out: Path, params: Params) -> None:
     """A one-line ConfigError unless `out` is new, empty or an earlier export (it has
     export.json) and holds none of the pipeline's inputs: an export replaces its folder whole;
-    or if export.streaming asks for what the front end cannot do."""
+    or if the export settings ask for what the front end cannot do."""
     _check_front_end(FeatureSpec.from_params(params), params)
     key, out = "export.output_file", Path(out).resolve()
     if out.exists() and not out.is_dir():
@@ -186,14 +192,14 @@ def check_export_target(out: Path, params: Params) -> None:
 
 
 def _check_front_end(spec: FeatureSpec, params: Params) -> None:
-    """One-line ConfigError when the export settings ask for what `spec` cannot give."""
+    """One-line ConfigError when the export settings ask for what `spec` cannot give (a
+    streaming model it cannot have is skipped with a note instead: `export.streaming` is on by
+    default)."""
     if spec.preprocess == "micro" and not params.export.features_outside:
         raise ConfigError(
             "features.preprocess: micro uses the TFLite Micro frontend op, which TFLite builtins "
             "cannot run; export with --features_outside=true (the device runs the frontend)"
         )
-    if params.export.streaming:
-        check_streamable(spec)
 
 
 class ExportGraphs:

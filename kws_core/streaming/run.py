@@ -23,27 +23,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
+from kws_core.config import StreamConfig
 from kws_core.export.loader import ExportedModel
 from kws_core.features.front_end import STREAM_BATCH, stream_features
 from kws_core.infra.errors import KwsError
 from kws_core.streaming.windows import StreamScores, stride_plan, too_short, window_starts
 
 CHUNK = 512  # windows per model call: 512 x 16000 float32 = 33 MB
-Engine = Literal["auto", "session", "batch"]
-ENGINES: tuple[str, ...] = get_args(Engine)
+ENGINES: tuple[str, ...] = get_args(StreamConfig.model_fields["engine"].annotation)
 
 
 def resolve_engine(model: ExportedModel, clip_stride_ms: float, engine: str = "auto") -> str:
     """The engine `score_stream` runs for `engine`: "session" or "batch".
 
     "auto" takes the session only for the embedding front end on the session's frames path
-    (a SavedModel export, a stride of whole embedding hops): there each hop computes its new
+    (a model that takes features: a SavedModel, or a features-in export; a stride of whole
+    embedding hops): there each hop computes its new
     embedding frame from its new mel frames, which beats the embeddings of 100-clip batches in
     TensorFlow (default model, 600 s stream: 4.6-7.6 s against 8.1 s of scoring, on 2 busy
     cores). Everywhere else the batches win: an mfcc model's 512 windows a call cost less than

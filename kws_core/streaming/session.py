@@ -358,7 +358,8 @@ class StreamingSession:
     `push(pcm)` takes the next mono float samples in [-1, 1], any number (even fewer than one
     front-end hop), and returns `(time_ms, scores)` for each window now complete, in order.
     A server keeps one session per client (each has its own TFLite interpreters), or, on one
-    thread, swaps `SessionState` objects in and out of one session.
+    thread, swaps `SessionState` objects in and out of one session (each made by `reset()`:
+    a bare `SessionState()` lacks the buffers of the session's path).
     """
 
     def __init__(self, model: ExportedModel, clip_stride_ms: float) -> None:
