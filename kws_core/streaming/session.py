@@ -44,6 +44,7 @@ from tqdm import tqdm
 from kws_core.export.loader import ExportedModel
 from kws_core.export.streaming_tflite import stream_samples
 from kws_core.features import front_end as fe
+from kws_core.features.speech_embedding import MEL_BINS
 from kws_core.infra.errors import KwsError
 from kws_core.streaming.windows import StreamScores, stride_plan, too_short, window_starts
 
@@ -183,7 +184,7 @@ class _BlockEmbedder:
         self.interp = _interpreter(plan.content)
         ins = {tuple(d["shape"]): d["index"] for d in self.interp.get_input_details()}
         outs = {tuple(d["shape"]): d["index"] for d in self.interp.get_output_details()}
-        self.rows_in = ins[(1, plan.hop, _mel_bins())]
+        self.rows_in = ins[(1, plan.hop, MEL_BINS)]
         self.state_in = ins[(1, plan.state_size)]
         self.state_out = outs.pop((1, plan.state_size))
         self.cut_out = outs.popitem()[1]
@@ -223,12 +224,6 @@ class _BlockEmbedder:
     def frame(self, s: SessionState) -> np.ndarray:
         """The embedding frame of the window whose last block ran last."""
         return s.cut.reshape(-1)
-
-
-def _mel_bins() -> int:
-    from kws_core.features.speech_embedding import MEL_BINS
-
-    return MEL_BINS
 
 
 @functools.lru_cache(maxsize=4)
@@ -280,6 +275,9 @@ def _block_plan(top_layers: int, hop: int) -> _BlockPlan | None:
     last = se.WINDOW_FRAMES - hop  # window 0's block
     if (cut_rows - rows) * scale - offset != last or any(last % m != r for m, r in residues):
         return None
+
+    if rows * width * channels == state_size:
+        return None  # the interpreter's two outputs are told apart by their shapes
 
     def step_fn(mel_rows: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.expand_dims(mel_rows / 10.0 + 2.0, -1)  # floor_and_scale without the floor
